@@ -32,8 +32,6 @@ from obliviate.whp.inference import load_whp_inference
 from obliviate.whp.pipeline import WHPConfig, WHPRun
 
 METHODS = ("gradient_ascent", "grad_diff", "kl_retain", "npo", "simnpo", "rmu", "adaptive_rmu", "cosine_rmu")
-HEADLINE = ("familiarity", "reference_probability", "trivia", "heldout_target_perplexity",
-            "neighbours_trivia", "near_domain_perplexity", "general_perplexity")
 
 
 def tasks(data: Path) -> dict:
@@ -82,7 +80,7 @@ def main() -> None:
         train = {"max_steps": args.steps, "batch_size": args.batch_size, "learning_rate": 1e-5, "warmup_ratio": 0.1}
         rows = {}
         base = load_model(args.model)
-        rows["base"] = {"seconds": 0.0, **evaluate(base, suite)}
+        rows["base"] = {"seconds": "-", **evaluate(base, suite)}
         del base
         for method in args.methods.split(","):
             try:
@@ -122,30 +120,53 @@ def run_method(method, task, task_name, forget, wiki, corpus, train, suite, out,
     if method != "whp_inference":  # a resumed run: the stages' own recorded times, not this call's
         stages = json.loads((folder / "state.json").read_text())["stages"]
         train_seconds = sum(info.get("seconds", 0) for name, info in stages.items() if name != "eval")
-    return {"seconds": round(train_seconds, 1), **evaluate(loaded, suite)}
+    seconds = "-" if method == "whp_inference" else round(train_seconds, 1)  # it trains nothing
+    return {"seconds": seconds, **evaluate(loaded, suite)}
 
 
 def evaluate(loaded, suite) -> dict:
+    """``{metric: value}`` plus ``{"_n": {metric: n}, "_stderr": {metric: stderr}}`` for the table's footnote."""
     evaluation = run_suite(loaded.model, loaded.tokenizer, suite, loaded.weights_hash, model_spec=loaded.spec,
                            progress=False)
-    return {name: m.get("value") for name, m in evaluation["metrics"].items()}
+    metrics = evaluation["metrics"]
+    return {**{name: m.get("value") for name, m in metrics.items()},
+            "_n": {name: m.get("n") for name, m in metrics.items()},
+            "_stderr": {name: m["stderr"] for name, m in metrics.items() if m.get("stderr") is not None},
+            "_kind": {name: (m.get("group"), m.get("higher_is_better")) for name, m in metrics.items()}}
+
+
+def header(column: str, rows: dict) -> str:
+    """``name (group, up/down arrow)`` from the first row that has the metric's kind."""
+    kind = next((r["_kind"][column] for r in rows.values() if column in r.get("_kind", {})), None)
+    if kind is None:
+        return column
+    group, higher = kind
+    return f"{column} ({group}, {'↑' if higher else '↓'})"
 
 
 def write_table(task: str, rows: dict, args) -> None:
-    columns = [c for c in HEADLINE if any(c in r for r in rows.values())]
+    columns = list(dict.fromkeys(c for r in rows.values() for c in r if c not in ("seconds", "failed")
+                                 and not c.startswith("_")))
     model = "SmolLM2-135M-Instruct" if args.model == "smollm2-135m" else args.model
     lines = ["", f"## Methods compared: {task.replace('_', ' ')} ({model}, {args.steps} optimizer "
              f"steps each, batch {args.batch_size} x {args.context_length} tokens)", "",
              f"Command: `python benchmarks/compare_methods.py --data-dir {args.data_dir} --out {args.out} "
              f"--steps {args.steps} --tasks {args.tasks} --model {args.model} --threads {torch.get_num_threads()}`  ",
-             f"Measured {time.strftime('%Y-%m-%d')} on {torch.get_num_threads()} CPU threads. Forget metrics "
-             "(lower is better except perplexity), retain and utility metrics (higher is better for trivia, "
-             "lower for perplexity). 'seconds' is the training wall time (WHP: all three stages).", "",
-             "| method | seconds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+             f"Measured {time.strftime('%Y-%m-%d')} on {torch.get_num_threads()} CPU threads. Each column says "
+             "its group (forget / retain / utility) and which way is better *for the unlearned model* (a forget "
+             "perplexity should rise). 'seconds' is the training wall time (WHP: all three stages; WHP at "
+             "inference time trains nothing and reuses WHP's reinforced model).", "",
+             "| method | seconds | " + " | ".join(header(c, rows) for c in columns) + " |",
+             "|---" * (len(columns) + 2) + "|"]
     for method, r in rows.items():
         cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else "-" for c in columns]
         lines.append(f"| {method} | {r['seconds']} | " + " | ".join(cells) + " |")
     lines += [f"\n{method} failed: {r['failed']}" for method, r in rows.items() if "failed" in r]
+    base = rows.get("base", {})
+    sizes = [f"{c} n={base['_n'][c]}" + (f" (base stderr {base['_stderr'][c]:.3f})" if c in base.get("_stderr", {})
+                                        else "") for c in columns if base.get("_n", {}).get(c) is not None]
+    if sizes:
+        lines.append("\nSample sizes (prompts, questions or scored tokens): " + "; ".join(sizes) + ".")
     path = Path(args.results)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -22,8 +22,8 @@ from obliviate.errors import ConfigError
 from obliviate.lora import LoraSettings, is_lora, save_model
 from obliviate.methods import METHODS, UNLEARNING_METHODS, make_method, uses_retain
 from obliviate.methods._common import (decoder_layers, default_params_regex, hidden_at, layer_param_selector,
-                                       nll_of, pair_collate)
-from obliviate.train import TrainConfig, train
+                                       nll_of)
+from obliviate.train import TrainConfig, pad_collate, train
 from obliviate.unlearn import pair_examples, prepare_unlearning
 
 os.environ["OBLIVIATE_PROGRESS"] = "0"
@@ -70,7 +70,7 @@ def data(tiny_tokenizer):
     harry_potter, farmer = TINY_TEXT.split("\n")[:2]
     forget, retain = _blocks(tiny_tokenizer(harry_potter)["input_ids"]), _blocks(tiny_tokenizer(farmer)["input_ids"])
     examples = pair_examples(forget, retain)
-    eval_batch = pair_collate(examples[:len(retain)], tiny_tokenizer.pad_token_id)
+    eval_batch = pad_collate(examples[:len(retain)], tiny_tokenizer.pad_token_id)
     return examples, eval_batch
 
 
@@ -198,13 +198,14 @@ def test_uses_retain():
 
 # --- shared helpers --------------------------------------------------------------------------
 
-def test_pair_collate_pads_each_part():
-    batch = pair_collate([{"forget": {"input_ids": [1, 2, 3]}, "retain": [7]},
-                          {"forget": {"input_ids": [4]}, "retain": [8, 9]}], pad_id=0)
+def test_pad_collate_pads_each_part_of_a_pair():
+    batch = pad_collate([{"forget": {"input_ids": [1, 2, 3]}, "retain": {"input_ids": [7]}},
+                         {"forget": {"input_ids": [4]}, "retain": {"input_ids": [8, 9]}}], pad_id=0)
     assert batch["forget"]["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["forget"]["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["retain"]["input_ids"].tolist() == [[7, 0], [8, 9]]
-    assert set(pair_collate([{"forget": [1]}], pad_id=0)) == {"forget"}
+    assert batch["retain"]["attention_mask"].tolist() == [[1, 0], [1, 1]]
+    assert set(pad_collate([{"forget": {"input_ids": [1]}}], pad_id=0)) == {"forget"}
 
 
 def test_hidden_at_is_the_layer_output(tiny_model, tiny_tokenizer):

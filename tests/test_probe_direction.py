@@ -14,10 +14,10 @@ import torch
 
 from obliviate.errors import ConfigError, DataError
 from obliviate.losses import probe_direction_loss
-from obliviate.methods._common import nll_of, pair_collate
+from obliviate.methods._common import nll_of
 from obliviate.methods.probe_direction import ProbeDirection, ProbeDirectionConfig, spread_layers
 from obliviate.toxicity.probes import hidden_states_at, layer_features, save_probes, train_probes
-from obliviate.train import TrainConfig, train
+from obliviate.train import TrainConfig, pad_collate, train
 
 os.environ["OBLIVIATE_PROGRESS"] = "0"
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -91,7 +91,7 @@ def test_probe_direction_removes_the_direction(tiny_model, tiny_tokenizer, marke
     assert method.layers == LAYERS  # the saved probes' layers
     assert all(float(d.norm()) == pytest.approx(1.0, abs=1e-5) for d in method.directions)
     examples = _examples(tiny_tokenizer)
-    batch = pair_collate(examples, tiny_tokenizer.pad_token_id)
+    batch = pad_collate(examples, tiny_tokenizer.pad_token_id)
     projection_before = _projection(tiny_model, method, batch)
     with torch.no_grad():
         retain_before = float(nll_of(tiny_model, batch["retain"]))
@@ -114,7 +114,7 @@ def test_benign_target_measures_the_distance_to_the_benign_projection(tiny_model
     method = ProbeDirection(ProbeDirectionConfig(probes=str(marker_probes), target="benign", alpha=0.0))
     method.prepare(tiny_model, tiny_tokenizer)
     assert method.targets == [method.probes[layer].benign_projection for layer in LAYERS] and any(method.targets)
-    batch = pair_collate(_examples(tiny_tokenizer), tiny_tokenizer.pad_token_id)
+    batch = pad_collate(_examples(tiny_tokenizer), tiny_tokenizer.pad_token_id)
     with torch.no_grad():
         loss, _ = method.loss(tiny_model, batch)
         states = hidden_states_at(tiny_model, batch["forget"], LAYERS)
@@ -128,7 +128,7 @@ def test_benign_target_measures_the_distance_to_the_benign_projection(tiny_model
 def test_retain_weight_zero_needs_no_retain_text(tiny_model, tiny_tokenizer, marker_probes):
     method = ProbeDirection(ProbeDirectionConfig(probes=str(marker_probes), alpha=0.0, layers=[2]))
     method.prepare(tiny_model, tiny_tokenizer)
-    batch = pair_collate([{"forget": e["forget"]} for e in _examples(tiny_tokenizer)], tiny_tokenizer.pad_token_id)
+    batch = pad_collate([{"forget": e["forget"]} for e in _examples(tiny_tokenizer)], tiny_tokenizer.pad_token_id)
     loss, logs = method.loss(tiny_model, batch)
     assert set(logs) == {"forget_loss"} and loss.requires_grad
     method = ProbeDirection(ProbeDirectionConfig(probes=str(marker_probes)))

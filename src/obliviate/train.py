@@ -1,7 +1,7 @@
 """The one training loop, shared by every method (run under Hugging Face Accelerate).
 
-A method supplies ``loss(model, batch) -> (loss, logs)`` (and optionally ``collate`` and
-``trainable_parameters``); this loop owns the optimizer, schedule, accumulation, clipping,
+A method supplies ``loss(model, batch) -> (loss, logs)`` (and optionally ``collate``, default
+:func:`pad_collate`, and ``trainable_parameters``, default those that require grad); this loop owns the optimizer, schedule, accumulation, clipping,
 held-out evaluation, logging, progress bar, checkpoints and resume.
 """
 
@@ -44,25 +44,39 @@ def pad_collate(examples: list[dict], pad_id: int) -> dict:
     """Right-pad ``input_ids`` (and any other per-token fields) into a batch.
 
     ``input_ids`` pad with ``pad_id``; ``labels`` with IGNORE_INDEX; other 1-D/2-D tensors with 0.
-    An ``attention_mask`` is added.
+    An ``attention_mask`` is added. A field holding a dict is a part of its own (e.g. the
+    ``"forget"`` and ``"retain"`` texts of an unlearning pair) and is batched the same way, so
+    ``{"forget": {"input_ids": ...}}`` examples give ``{"forget": {"input_ids", "attention_mask"}}``.
     """
-    length = max(len(e["input_ids"]) for e in examples)
-    batch: dict[str, torch.Tensor] = {}
+    batch: dict = {}
     for key in examples[0]:
+        if isinstance(examples[0][key], dict):
+            batch[key] = pad_collate([e[key] for e in examples], pad_id)
+            continue
+        if key == "input_ids":
+            continue
         values = [torch.as_tensor(e[key]) for e in examples]
         if values[0].dim() == 0:
             batch[key] = torch.stack(values)
             continue
-        fill = pad_id if key == "input_ids" else IGNORE_INDEX if key == "labels" else 0
-        out = torch.full((len(values), length, *values[0].shape[1:]), fill, dtype=values[0].dtype)
-        for i, v in enumerate(values):
-            out[i, : len(v)] = v
-        batch[key] = out
-    mask = torch.zeros(len(examples), length, dtype=torch.long)
-    for i, e in enumerate(examples):
-        mask[i, : len(e["input_ids"])] = 1
-    batch["attention_mask"] = mask
+        fill = IGNORE_INDEX if key == "labels" else 0
+        batch[key] = _pad(values, fill)
+    if "input_ids" in examples[0]:
+        batch["input_ids"] = _pad([torch.as_tensor(e["input_ids"]) for e in examples], pad_id)
+        mask = torch.zeros(len(examples), batch["input_ids"].shape[1], dtype=torch.long)
+        for i, e in enumerate(examples):
+            mask[i, : len(e["input_ids"])] = 1
+        batch["attention_mask"] = mask
     return batch
+
+
+def _pad(values: list[torch.Tensor], fill) -> torch.Tensor:
+    """Stack 1-D (or (T, ...)) tensors of unequal length, right-padded with ``fill``: (B, T_max, ...)."""
+    length = max(len(v) for v in values)
+    out = torch.full((len(values), length, *values[0].shape[1:]), fill, dtype=values[0].dtype)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = v
+    return out
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -123,7 +137,8 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         model: an HF causal LM (fp32 on CPU).
         method: an object with ``loss(model, batch) -> (loss, logs)``; optional ``collate(examples)``,
             ``trainable_parameters(model)`` and ``on_step(step)``.
-        train_examples: examples (dicts of token lists/tensors) the method's collate understands.
+        train_examples: examples (dicts of token lists/tensors, or of such dicts: forget/retain
+            pairs) the method's collate understands.
         config: optimisation settings.
         heldout_examples: examples for the held-out loss (no gradient).
         pad_id: padding token id for the default collate.
@@ -173,9 +188,9 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         step, epoch, skip = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         log({"event": "resumed", "stage": desc, "step": step})
 
-    tokens_per_epoch = sum(example_tokens(e) for e in train_examples)
-    bar = token_bar(int(tokens_per_epoch * total_steps / steps_per_epoch), desc)
-    bar.update(int(tokens_per_epoch * step / steps_per_epoch))
+    tokens_per_step = sum(example_tokens(e) for e in train_examples) / steps_per_epoch  # an average
+    bar = token_bar(round(tokens_per_step * total_steps), desc)
+    bar.update(round(tokens_per_step * step))
     history: list[dict] = []
     start, tokens, heldout = time.perf_counter(), 0, None
     running: list[float] = []
@@ -202,6 +217,8 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            # the estimate was an average over blocks of unequal length: re-aim it so the bar ends at 100%
+            bar.total = bar.n + round(tokens_per_step * (total_steps - step))
             if hasattr(method, "on_step"):
                 method.on_step(step)
             record = {"stage": desc, "step": step, "epoch": epoch, "loss": sum(running) / len(running),

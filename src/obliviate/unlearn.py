@@ -80,7 +80,8 @@ def prepare_unlearning(model, tokenizer, method, lora: LoraSettings):
     Methods that update chosen layers (RMU family) expose ``lora_layers_regex``: LoRA is then
     restricted to those layers. Returns the model to train (the peft model with LoRA).
     """
-    method.prepare(model, tokenizer)
+    if hasattr(method, "prepare"):  # methods with nothing to build (no reference model) have none
+        method.prepare(model, tokenizer)
     if lora.enabled:
         model = apply_lora(model, lora, layers_regex=getattr(method, "lora_layers_regex", None))
     return model

@@ -1,8 +1,8 @@
 """Unlearning and training methods, selectable by name.
 
-A method is a small class with a config dataclass, ``prepare(model, tokenizer)`` (frozen
-reference, random direction, parameter selection) and ``loss(model, batch) -> (loss, logs)``;
-the one training loop in :mod:`obliviate.train` runs them all.
+A method is a small class with a config dataclass, ``prepare(model, tokenizer)`` where it has
+something to build (frozen reference, random direction, parameter selection) and
+``loss(model, batch) -> (loss, logs)``; the one training loop in :mod:`obliviate.train` runs them all.
 """
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Plain functions shared by the unlearning methods: batching forget/retain pairs, frozen
+"""Plain functions shared by the unlearning methods: frozen
 references, next-token NLL, hidden states at a layer, and parameter selection by name.
 
 Methods import what they need from here; they never subclass each other.
@@ -13,32 +13,11 @@ import torch
 
 from obliviate.errors import ConfigError
 from obliviate.losses import shift_for_next_token, token_nll
-from obliviate.train import pad_collate
 
 # Names of the MLP output projection, by architecture family (first one found is used).
 DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.dense_4h_to_h", "mlp.c_proj")  # Llama/Mistral/Qwen, GPT-NeoX, GPT-2
 # Attribute paths of the decoder layer list, tried in order (after unwrapping DDP/PEFT).
 _LAYER_LIST_NAMES = ("layers", "h", "blocks")
-
-
-def pair_collate(examples: list[dict], pad_id: int) -> dict:
-    """Batch forget/retain pairs into ``{"forget": {input_ids, attention_mask}, "retain": {...}}``.
-
-    Args:
-        examples: dicts with a ``"forget"`` part and optionally a ``"retain"`` part; each part is a
-            token-id list or a dict holding ``input_ids``.
-        pad_id: padding token id.
-
-    Returns:
-        One right-padded batch per part present in the examples.
-    """
-    batch = {}
-    for part in ("forget", "retain"):
-        if part not in examples[0]:
-            continue
-        rows = [e[part] if isinstance(e[part], dict) else {"input_ids": e[part]} for e in examples]
-        batch[part] = pad_collate([{"input_ids": r["input_ids"]} for r in rows], pad_id)
-    return batch
 
 
 def frozen_copy(model):
@@ -186,11 +165,6 @@ def layers_regex_of(model, param_names: list[str]) -> str | None:
     return rf"(?:^|\.){re.escape(path)}\.(?:{'|'.join(map(str, found))})\."
 
 
-def trainable(model) -> list[torch.nn.Parameter]:
-    """Parameters that require grad (the selected ones, or the LoRA ones once LoRA is applied)."""
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def random_unit_vector(size: int, seed: int) -> torch.Tensor:
     """A fixed random unit vector (H,): uniform [0, 1) then normalised, as in WMDP's RMU code."""
     generator = torch.Generator().manual_seed(seed)
@@ -210,7 +184,6 @@ def prepare_steering(method, model, tokenizer) -> None:
     frozen reference model and the fixed random direction ``u``, and records what was chosen on
     ``method`` (``layer``, ``direction``, ``reference``, ``lora_layers_regex``, ``settings_used``).
     """
-    method.pad_id = tokenizer.pad_token_id
     method.reference = frozen_copy(model)
     method.layer, regex, names = select_layer_params(model, method.config.layer, method.config.params)
     method.direction = random_unit_vector(hidden_size(model), method.config.seed)  # (H,)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import adaptive_rmu_coefficient, rmu_forget_loss, rmu_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, pair_collate, prepare_steering, trainable
+from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
 
 
 @dataclass
@@ -30,19 +30,12 @@ class AdaptiveRMU:
 
     def __init__(self, config: AdaptiveRMUConfig | None = None):
         self.config = config or AdaptiveRMUConfig()
-        self.pad_id = 0
         self.reference = None
         self.settings_used = {}
 
     def prepare(self, model, tokenizer) -> None:
         """Resolve layer and parameters, freeze the rest, build the frozen model and the direction."""
         prepare_steering(self, model, tokenizer)
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
-
-    def trainable_parameters(self, model):
-        return trainable(model)
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]

@@ -15,7 +15,7 @@ import torch
 
 from obliviate.errors import ConfigError
 from obliviate.losses import cosine_forget_loss, cosine_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, pair_collate, prepare_steering, trainable
+from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
 
 
 @dataclass
@@ -37,19 +37,12 @@ class CosineRMU:
         self.config = config or CosineRMUConfig()
         if self.config.retain_kind not in ("mse", "cosine"):
             raise ConfigError(f"method.retain_kind must be 'mse' or 'cosine', not {self.config.retain_kind!r}")
-        self.pad_id = 0
         self.reference = None
         self.settings_used = {}
 
     def prepare(self, model, tokenizer) -> None:
         """Resolve layer and parameters, freeze the rest, build the frozen model and the direction."""
         prepare_steering(self, model, tokenizer)
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
-
-    def trainable_parameters(self, model):
-        return trainable(model)
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]

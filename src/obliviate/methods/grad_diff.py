@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import grad_diff_loss
-from obliviate.methods._common import nll_of, pair_collate
+from obliviate.methods._common import nll_of
 
 
 @dataclass
@@ -21,13 +21,6 @@ class GradDiff:
 
     def __init__(self, config: GradDiffConfig | None = None):
         self.config = config or GradDiffConfig()
-        self.pad_id = 0
-
-    def prepare(self, model, tokenizer) -> None:
-        self.pad_id = tokenizer.pad_token_id
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
 
     def loss(self, model, batch):
         forget_nll = nll_of(model, batch["forget"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import gradient_ascent_loss
-from obliviate.methods._common import nll_of, pair_collate
+from obliviate.methods._common import nll_of
 
 
 @dataclass
@@ -18,13 +18,6 @@ class GradientAscent:
 
     def __init__(self, config: GradientAscentConfig | None = None):
         self.config = config or GradientAscentConfig()
-        self.pad_id = 0
-
-    def prepare(self, model, tokenizer) -> None:
-        self.pad_id = tokenizer.pad_token_id
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
 
     def loss(self, model, batch):
         forget_nll = nll_of(model, batch["forget"])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import kl_retain_loss, kl_to_reference, token_nll
-from obliviate.methods._common import frozen_copy, logits_of, nll_of, on_device_of, pair_collate
+from obliviate.methods._common import frozen_copy, logits_of, nll_of, on_device_of
 
 
 @dataclass
@@ -24,15 +24,10 @@ class KLRetain:
 
     def __init__(self, config: KLRetainConfig | None = None):
         self.config = config or KLRetainConfig()
-        self.pad_id = 0
         self.reference = None
 
     def prepare(self, model, tokenizer) -> None:
-        self.pad_id = tokenizer.pad_token_id
         self.reference = frozen_copy(model)
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
 
     def loss(self, model, batch):
         forget_nll = nll_of(model, batch["forget"])

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from obliviate.errors import ConfigError, DataError
 from obliviate.losses import probe_direction_loss
 from obliviate.methods._common import (DOWN_PROJ_NAMES, decoder_layers, freeze_all_but, hidden_size,
-                                       layers_regex_of, nll_of, pair_collate, trainable)
+                                       layers_regex_of, nll_of)
 from obliviate.toxicity.probes import hidden_states_at
 
 
@@ -63,7 +63,6 @@ class ProbeDirection:
             raise ConfigError("method.alpha must be >= 0 and method.forget_weight > 0")
         if self.config.target not in ("zero", "benign"):
             raise ConfigError(f"method.target must be 'zero' or 'benign', not {self.config.target!r}")
-        self.pad_id = 0
         self.probes: dict = {}
         self.heldout_texts: list[str] = []
         self.heldout_labels: list[int] = []
@@ -73,7 +72,6 @@ class ProbeDirection:
         """Load or train the probes on the (still unchanged) model, pick the layers, freeze the rest."""
         from obliviate.toxicity.probes import load_probes
 
-        self.pad_id = tokenizer.pad_token_id
         _, modules = decoder_layers(model)
         saved = load_probes(self.config.probes) if self.config.probes else None
         layers = self.config.layers or (sorted(saved) if saved else spread_layers(len(modules)))
@@ -124,12 +122,6 @@ class ProbeDirection:
                               "parameters to update")
         indices = "|".join(map(str, self.layers))
         return rf"(?:^|\.){re.escape(path)}\.(?:{indices})\.{re.escape(down)}\.weight$"
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
-
-    def trainable_parameters(self, model):
-        return trainable(model)
 
     def loss(self, model, batch):
         forget = batch["forget"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import rmu_forget_loss, rmu_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, pair_collate, prepare_steering, trainable
+from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
 
 
 @dataclass
@@ -33,19 +33,12 @@ class RMU:
 
     def __init__(self, config: RMUConfig | None = None):
         self.config = config or RMUConfig()
-        self.pad_id = 0
         self.reference = None
         self.settings_used = {}
 
     def prepare(self, model, tokenizer) -> None:
         """Resolve layer and parameters, freeze the rest, build the frozen model and the direction."""
         prepare_steering(self, model, tokenizer)
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
-
-    def trainable_parameters(self, model):
-        return trainable(model)
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import sequence_logprob, sequence_token_count, simnpo_loss
-from obliviate.methods._common import logits_of, nll_of, pair_collate
+from obliviate.methods._common import logits_of, nll_of
 
 
 @dataclass
@@ -22,13 +22,6 @@ class SimNPO:
 
     def __init__(self, config: SimNPOConfig | None = None):
         self.config = config or SimNPOConfig()
-        self.pad_id = 0
-
-    def prepare(self, model, tokenizer) -> None:
-        self.pad_id = tokenizer.pad_token_id
-
-    def collate(self, examples):
-        return pair_collate(examples, self.pad_id)
 
     def loss(self, model, batch):
         logits, labels = logits_of(model, batch["forget"])  # (B, T, V)
