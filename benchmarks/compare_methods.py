@@ -1,9 +1,10 @@
 """All methods on the Harry Potter task and the Sherlock Holmes books, SmolLM2-135M, matched compute.
 
 Every weight-updating method gets the same number of optimizer steps (--steps) with the same
-batch and block size on the same forget text (and the same retain text, WikiText-2, for methods
-that use one); WHP gets the same number of fine-tuning steps after its reinforced model and labels
-(its extra cost is reported in its wall time). WHP at inference time trains nothing. Each model is
+batch and block size on the same forget text (and the same retain text, the second half of
+WikiText-2, for methods that use one; general perplexity is scored on its first half); WHP gets
+the same number of fine-tuning steps after its reinforced model and labels (its extra cost is
+reported in its wall time). WHP at inference time trains nothing. Each model is
 evaluated with a reduced suite (benchmarks/suites/*_compare.yaml); the base model's results are
 cached and computed once.
 
@@ -25,7 +26,9 @@ import torch
 from obliviate.config import from_dict
 from obliviate.demo import resource
 from obliviate.errors import ObliviateError
+from obliviate.evaluation.overlap import overlap_notes, suite_overlap, training_texts
 from obliviate.evaluation.suite import load_suite, run_suite
+from obliviate.methods import make_method, uses_retain
 from obliviate.models import load_model
 from obliviate.unlearn import UnlearnConfig, UnlearnRun
 from obliviate.whp.inference import load_whp_inference
@@ -64,7 +67,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data, out = Path(args.data_dir), Path(args.out)
-    wiki = str(data / "general" / "wikitext-2-raw" / "wiki.test.raw")
+    # Retain text: the second half of WikiText-2; the suites' general perplexity reads only the first
+    # half (span [0, 0.5]), so no method is scored on text it trained on.
+    wiki_text = (data / "general" / "wikitext-2-raw" / "wiki.test.raw").read_text(encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    wiki = out / "wikitext_retain_second_half.txt"
+    wiki.write_text(wiki_text[len(wiki_text) // 2:], encoding="utf-8")
+    wiki = str(wiki)
     all_results = {}
     for task_name in args.tasks.split(","):
         task = tasks(data)[task_name]
@@ -110,9 +119,10 @@ def run_method(method, task, task_name, forget, wiki, corpus, train, suite, out,
         loaded = load_whp_inference(str(out / task_name / "whp"))
     else:
         lr = 1e-3 if method in ("rmu", "adaptive_rmu", "cosine_rmu") else 1e-5
+        retain = [wiki] if uses_retain(method, make_method(method).config) else []
         config = from_dict(UnlearnConfig, {
             "model": args.model, "method": method,
-            "forget": {"sources": forget, **corpus}, "retain": {"sources": [wiki], **corpus},
+            "forget": {"sources": forget, **corpus}, "retain": {"sources": retain, **corpus},
             "train": {**train, "learning_rate": lr}})
         UnlearnRun(config, folder).run(("unlearn",))
         loaded = load_model(str(folder / "model"))
@@ -121,7 +131,8 @@ def run_method(method, task, task_name, forget, wiki, corpus, train, suite, out,
         stages = json.loads((folder / "state.json").read_text())["stages"]
         train_seconds = sum(info.get("seconds", 0) for name, info in stages.items() if name != "eval")
     seconds = "-" if method == "whp_inference" else round(train_seconds, 1)  # it trains nothing
-    return {"seconds": seconds, **evaluate(loaded, suite)}
+    trained_on = training_texts(out / task_name / "whp" if method == "whp_inference" else folder, loaded.tokenizer)
+    return {"seconds": seconds, **evaluate(loaded, suite), "_overlap": suite_overlap(suite, trained_on)}
 
 
 def evaluate(loaded, suite) -> dict:
@@ -167,6 +178,11 @@ def write_table(task: str, rows: dict, args) -> None:
                                         else "") for c in columns if base.get("_n", {}).get(c) is not None]
     if sizes:
         lines.append("\nSample sizes (prompts, questions or scored tokens): " + "; ".join(sizes) + ".")
+    overlaps = [note for method, r in rows.items() for note in overlap_notes(method, {
+        name: {"training_overlap": fields} for name, fields in r.get("_overlap", {}).items()})]
+    lines.append("\n" + ("\n".join(f"- {note}" for note in overlaps) if overlaps else
+                         "Checked for every trained model (obliviate.evaluation.overlap): no metric's text shares "
+                         "a passage with the blocks it trained on."))
     path = Path(args.results)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -266,3 +266,16 @@ def test_model_card_needs_model_and_manifest(tmp_path):
     (run / "manifest.json").unlink()
     with pytest.raises(DataError, match="manifest.json"):
         write_model_card(run)
+
+
+def test_trained_on_text_is_said_in_compare_and_report(tmp_path):
+    run = make_run(tmp_path / "overlap")
+    metrics_path = run / "metrics.json"
+    data = json.loads(metrics_path.read_text())
+    data["evaluations"]["unlearned"]["metrics"]["perplexity"]["training_overlap"] = {"texts": {"retain": 0.25}}
+    metrics_path.write_text(json.dumps(data))
+    note = "trained-on text: unlearned / perplexity (texts) shares 25% of its chunks with the retain training text"
+    assert note in compare_table(load_evaluations(run))
+    assert "trained-on text" not in compare_table(load_evaluations(make_run(tmp_path / "clean")))
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "Metrics scored on text the model trained on" in page and note in page

@@ -88,3 +88,32 @@ def test_non_finite_loss_is_a_clear_error(tiny_model, tiny_tokenizer):
 def test_no_examples(tiny_model):
     with pytest.raises(TrainingError, match="no training examples"):
         train(tiny_model, FineTune(), [], TrainConfig(), pad_id=0)
+
+
+class _RecordingBar:
+    """Stands in for the tqdm bar: records what the loop tells it."""
+
+    def __init__(self, total, desc):
+        self.total, self.n, self.first_total = total, 0, total
+
+    def update(self, n):
+        self.n += n
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_progress_bar_ends_at_its_total_with_unequal_blocks(tiny_model, tiny_tokenizer, monkeypatch):
+    bars = []
+    monkeypatch.setattr("obliviate.train.token_bar", lambda total, desc: bars.append(_RecordingBar(total, desc))
+                        or bars[-1])
+    ids = tiny_tokenizer("Harry Potter went to Hogwarts with Ron and Hermione. " * 8)["input_ids"]
+    examples = [{"input_ids": ids[:n]} for n in (40, 8, 8, 8, 8, 8)]  # one long block, many short ones
+    train(tiny_model, FineTune(), examples, TrainConfig(max_steps=2, batch_size=2, learning_rate=1e-4),
+          pad_id=tiny_tokenizer.pad_token_id)
+    bar = bars[0]
+    assert bar.first_total == round(80 / 3 * 2)  # the average estimate: 80 tokens in 3 steps per epoch
+    assert bar.n == bar.total  # re-aimed each step: ends at 100% whichever blocks were drawn

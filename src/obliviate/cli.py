@@ -148,6 +148,7 @@ def cmd_eval(args) -> int:
         loaded = load_model(args.model, device=device, trust_remote_code=args.trust_remote_code)
     evaluation = run_suite(loaded.model, loaded.tokenizer, suite, loaded.weights_hash, model_spec=loaded.spec,
                            use_cache=not args.no_cache, only=args.only)
+    _record_training_overlap(evaluation, suite, args.model, loaded.tokenizer, args.only)
     out = Path(args.out)
     atomic_write_json(out / "metrics.json", {"obliviate_metrics": 1, "evaluations": {label: evaluation}})
     import json
@@ -162,6 +163,16 @@ def cmd_eval(args) -> int:
         print(f"skipped: {', '.join(skipped)} (see the reasons above)", file=sys.stderr)
     print(f"wrote {out / 'metrics.json'} and {out / 'samples.jsonl'}")
     return 0
+
+
+def _record_training_overlap(evaluation: dict, suite, model: str, tokenizer, only) -> None:
+    """Mark the metrics whose texts the run folder ``model`` trained on (evaluation/overlap.py)."""
+    from obliviate.evaluation.overlap import suite_overlap, training_texts
+
+    overlap = suite_overlap(suite, training_texts(model, tokenizer), only=only)
+    for name, fields in overlap.items():
+        if name in evaluation["metrics"]:
+            evaluation["metrics"][name]["training_overlap"] = fields
 
 
 def cmd_compare(args) -> int:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from obliviate.errors import ConfigError
+from obliviate.evaluation.overlap import overlap_notes
 from obliviate.reporting.results import change_verdict, comparison_rows, flat_values
 
 __all__ = ["compare_table", "format_number", "Requirement", "parse_requirement", "check_requirements"]
@@ -112,6 +113,8 @@ def compare_table(evaluations: dict[str, dict]) -> str:
         for label, cell in zip(labels, row.cells):
             if cell and "skipped" in cell and not row.is_summary:
                 notes.append(f"skipped: {label} / {row.name}: {cell['skipped']}")
+    for label, evaluation in evaluations.items():
+        notes += overlap_notes(label, evaluation.get("metrics", {}))
     return "\n".join(text + ([""] + notes if notes else []))
 
 

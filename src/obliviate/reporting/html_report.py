@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from obliviate.errors import DataError
+from obliviate.evaluation.overlap import overlap_notes
 from obliviate.reporting.compare import format_number
 from obliviate.reporting.results import (
     change_verdict, combine, comparison_rows, group_summary, load_evaluations,
@@ -158,6 +159,11 @@ def _results_section(evaluations: dict) -> str:
     if skipped:
         parts.append("<p>Skipped metrics:</p><ul>" + "".join(
             f"<li>{_e(label)} / {_e(name)}: {_e(reason)}</li>" for label, name, reason in skipped) + "</ul>")
+    trained_on = [note for label, evaluation in evaluations.items()
+                  for note in overlap_notes(label, evaluation.get("metrics", {}))]
+    if trained_on:
+        parts.append('<p class="worse">Metrics scored on text the model trained on:</p><ul>'
+                     + "".join(f"<li>{_e(note)}</li>" for note in trained_on) + "</ul>")
     return "\n".join(parts)
 
 
