@@ -72,6 +72,10 @@ def test_unlearn_end_to_end_then_resume(tiny_model_dir, texts, tmp_path, capsys)
     metrics = {k: e["metrics"] for k, e in json.loads((out / "metrics.json").read_text())["evaluations"].items()}
     assert set(metrics) == {"base", "unlearned"}
     assert {"reference_probability", "general_perplexity"} <= set(metrics["unlearned"])
+    # the general text given here is the retain text: said, and recorded for the unlearned model only
+    assert metrics["unlearned"]["general_perplexity"]["training_overlap"]["general_text"]["retain"] > 0
+    assert "training_overlap" not in metrics["base"]["general_perplexity"]
+    assert "trained-on text: unlearned / general_perplexity (general_text)" in captured.err
 
     args = _parse(_argv(tiny_model_dir, texts, out, "npo", "--set", "method.beta=0.2",
                         "--probe-prompts", str(texts / "probe.jsonl"), "--general-text", str(texts / "retain.txt")))

@@ -120,7 +120,7 @@ class CorpusConfig:
     text_field: str = "text"  # JSONL field holding the text
     context_length: int = 512  # tokens per block
     heldout_fraction: float = 0.1  # share of blocks held out (never trained on)
-    max_blocks: int | None = None  # cap on training blocks (quick runs)
+    max_blocks: int | None = None  # cap on training blocks: the first N in text order (quick runs)
     seed: int = 0  # held-out split
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from obliviate.corpus import read_corpus
 from obliviate.evaluation import quick
+from obliviate.evaluation.overlap import overlap_notes, shared_fraction, training_texts
 
 
 @dataclass
@@ -67,6 +68,16 @@ def quick_eval(model, tokenizer, config: QuickEvalConfig, desc: str = "") -> dic
     return metrics
 
 
+def _mark_trained_on(metric: dict, run_folder, tokenizer, config: QuickEvalConfig) -> None:
+    """Record in ``metric`` the share of general texts found in the run's training blocks (evaluation/overlap.py)."""
+    texts = training_texts(run_folder, tokenizer)
+    general = _general_texts(config, tokenizer)
+    shares = {role: round(shared_fraction(general, text), 4) for role, text in texts.items()}
+    shares = {role: share for role, share in shares.items() if share > 0}
+    if shares:
+        metric["training_overlap"] = {"general_text": shares}
+
+
 HEADLINE = (
     ("reference_probability", "reference probability (probe prompts)"),
     ("familiarity", "familiarity (share of completions with reference words)"),
@@ -121,6 +132,8 @@ def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_r
         start = time.perf_counter()
         loaded = model() if callable(model) else load_model(model, device=device, trust_remote_code=trust_remote_code)
         metrics = quick_eval(loaded.model, loaded.tokenizer, config, desc=label)
+        if label != next(iter(models)) and "general_perplexity" in metrics:  # the run's model, not the base
+            _mark_trained_on(metrics["general_perplexity"], folder.path, loaded.tokenizer, config)
         evaluations[label] = {"model": {"spec": loaded.spec, "weights_sha256": loaded.weights_hash},
                               "suite": {"name": "quick"}, "seconds": round(time.perf_counter() - start, 2),
                               "metrics": metrics}
@@ -129,6 +142,9 @@ def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_r
                 samples.append({"evaluation": label, "metric": name, "index": index, **item})
         del loaded
     atomic_write_json(folder.path / "metrics.json", {"obliviate_metrics": 1, "evaluations": evaluations})
+    for label, evaluation in evaluations.items():
+        for note in overlap_notes(label, evaluation["metrics"]):
+            print(note, file=sys.stderr)
     atomic_write_text(folder.path / "samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples))
     if any(e["metrics"] for e in evaluations.values()):
         print(format_table({label: e["metrics"] for label, e in evaluations.items()}), file=sys.stdout, flush=True)
