@@ -1,4 +1,4 @@
-"""Reading JSONL data files with errors that name the file and the line."""
+"""Reading text and JSONL data files with errors that name the file and the line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ from pathlib import Path
 from typing import Iterator
 
 from obliviate.errors import DataError
+
+
+def text_lines(path, kind: str, missing_hint: str, format_name: str = "text file") -> list[str]:
+    """The lines of a UTF-8 text file, or a DataError that names the file and says what it must be.
+
+    Args:
+        path: the file.
+        kind: what the file is, for messages ("prompt file").
+        missing_hint: what to do when the file is missing.
+        format_name: what the file must be ("JSONL file"), for an unreadable one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{kind} {path} not found; {missing_hint}.")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {kind} {path} ({err}); it must be a UTF-8 {format_name}.") from err
 
 
 def jsonl_objects(path, kind: str, example: str) -> Iterator[tuple[str, dict]]:
@@ -21,12 +39,7 @@ def jsonl_objects(path, kind: str, example: str) -> Iterator[tuple[str, dict]]:
         DataError: the file is missing or unreadable, or a line is not a JSON object.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{kind} {path} not found; check the path (a JSONL file with lines like {example}).")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {kind} {path} ({err}); it must be a UTF-8 JSONL file.") from err
+    lines = text_lines(path, kind, f"check the path (a JSONL file with lines like {example})", "JSONL file")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

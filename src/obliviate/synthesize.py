@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.jsonl import text_lines
 from obliviate.scoring import generate
 
 __all__ = ["load_seed_prompts", "synthesize_records", "synthesize_corpus", "write_corpus", "is_degenerate"]
@@ -37,12 +38,7 @@ def load_seed_prompts(path) -> list[str]:
         DataError: the file is missing or unreadable, or holds no prompt.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"seed prompt file {path} not found; give a text file with one prompt per line.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read seed prompt file {path} ({err}); it must be a UTF-8 text file.") from err
+    lines = text_lines(path, "seed prompt file", "give a text file with one prompt per line")
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise DataError(f"seed prompt file {path} holds no prompt; add one prompt per line ('#' starts a comment).")

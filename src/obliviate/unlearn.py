@@ -210,8 +210,9 @@ class UnlearnRun:
         if not self.folder.is_done("unlearn"):
             raise ConfigError(f"stage 'unlearn' is not complete in {self.folder.path}: run `obliviate unlearn` first")
         c = self.config
+        trained = {"forget": blocks["forget"].train, "retain": blocks["retain"].train if blocks["retain"] else []}
         metrics = evaluate_before_after(self.folder, {"base": c.model, "unlearned": self.unlearned_loader()}, c.eval,
-                                        c.trust_remote_code)
+                                        c.trust_remote_code, trained_blocks=trained)
         return {"output": "metrics.json", "metrics": metrics}
 
     def write_manifest(self) -> dict:

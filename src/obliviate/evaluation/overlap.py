@@ -64,10 +64,14 @@ def training_texts(model: str | Path, tokenizer) -> dict[str, str]:
         corpus = from_dict(CorpusConfig, part)
         blocks = make_blocks(read_corpus(corpus.sources, corpus.text_field), tokenizer, corpus.context_length,
                              corpus.heldout_fraction, corpus.seed, max_blocks=corpus.max_blocks)
-        # consecutive blocks are adjacent in the text, so joining them restores passages cut at a boundary
-        decoded = "".join(tokenizer.decode(block) for block in blocks.train)
-        texts[role] = (texts.get(role, "") + " " + squash(decoded)).strip()
+        texts[role] = (texts.get(role, "") + " " + blocks_text(blocks.train, tokenizer)).strip()
     return texts
+
+
+def blocks_text(blocks: list[list[int]], tokenizer) -> str:
+    """Training blocks decoded and joined (squashed), ready for :func:`shared_fraction`."""
+    # consecutive blocks are adjacent in the text, so joining them restores passages cut at a boundary
+    return squash("".join(tokenizer.decode(block) for block in blocks))
 
 
 def shared_fraction(chunks: list[str], training_text: str, probe_chars: int = PROBE_CHARS) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from obliviate.corpus import read_corpus
 from obliviate.evaluation import quick
-from obliviate.evaluation.overlap import overlap_notes, shared_fraction, training_texts
+from obliviate.evaluation.overlap import blocks_text, overlap_notes, shared_fraction
 
 
 @dataclass
@@ -68,11 +68,11 @@ def quick_eval(model, tokenizer, config: QuickEvalConfig, desc: str = "") -> dic
     return metrics
 
 
-def _mark_trained_on(metric: dict, run_folder, tokenizer, config: QuickEvalConfig) -> None:
+def _mark_trained_on(metric: dict, trained_blocks: dict, tokenizer, config: QuickEvalConfig) -> None:
     """Record in ``metric`` the share of general texts found in the run's training blocks (evaluation/overlap.py)."""
-    texts = training_texts(run_folder, tokenizer)
     general = _general_texts(config, tokenizer)
-    shares = {role: round(shared_fraction(general, text), 4) for role, text in texts.items()}
+    shares = {role: round(shared_fraction(general, blocks_text(blocks, tokenizer)), 4)
+              for role, blocks in trained_blocks.items() if blocks}
     shares = {role: share for role, share in shares.items() if share > 0}
     if shares:
         metric["training_overlap"] = {"general_text": shares}
@@ -102,7 +102,8 @@ def format_table(evaluations: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_remote_code: bool = False) -> dict:
+def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_remote_code: bool = False,
+                          trained_blocks: dict[str, list[list[int]]] | None = None) -> dict:
     """Quick-evaluate each model, write the run's metrics.json and samples.jsonl, print the table.
 
     Args:
@@ -110,6 +111,8 @@ def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_r
         models: ``{label: model spec or a function returning a LoadedModel}``, e.g.
             ``{"base": "smollm2-135m", "unlearned": "runs/x/model"}``; loaded one at a time.
         config: what to evaluate.
+        trained_blocks: ``{role: token blocks}`` the run trained on (``forget`` / ``retain``); general
+            text found in them is marked on the models after the first (evaluation/overlap.py).
 
     Returns:
         The ``evaluations`` mapping written to metrics.json.
@@ -132,8 +135,8 @@ def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_r
         start = time.perf_counter()
         loaded = model() if callable(model) else load_model(model, device=device, trust_remote_code=trust_remote_code)
         metrics = quick_eval(loaded.model, loaded.tokenizer, config, desc=label)
-        if label != next(iter(models)) and "general_perplexity" in metrics:  # the run's model, not the base
-            _mark_trained_on(metrics["general_perplexity"], folder.path, loaded.tokenizer, config)
+        if trained_blocks and label != next(iter(models)) and "general_perplexity" in metrics:  # not the base
+            _mark_trained_on(metrics["general_perplexity"], trained_blocks, loaded.tokenizer, config)
         evaluations[label] = {"model": {"spec": loaded.spec, "weights_sha256": loaded.weights_hash},
                               "suite": {"name": "quick"}, "seconds": round(time.perf_counter() - start, 2),
                               "metrics": metrics}

@@ -226,7 +226,8 @@ class WHPRun:
             unlearned = lambda: load_with_adapter(self.config.model, path, device=_device(),  # noqa: E731
                                                   trust_remote_code=self.config.trust_remote_code)
         models = {"base": self.config.model, "unlearned": unlearned}
-        metrics = evaluate_before_after(self.folder, models, self.config.eval, self.config.trust_remote_code)
+        metrics = evaluate_before_after(self.folder, models, self.config.eval, self.config.trust_remote_code,
+                                        trained_blocks={"forget": blocks.train})
         return {"output": "metrics.json", "metrics": metrics}
 
     def write_manifest(self) -> dict:
