@@ -68,3 +68,70 @@ def test_example_configs_are_valid():
         data = load_yaml(path)
         data.pop("method"), data.pop("out")
         from_dict(WHPConfig, data)
+
+
+def _leaves(data, prefix=""):
+    """``{"a.b": value}`` for every leaf of a nested dict."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("override", ["finetune.learning_rate=2e-5", "reinforce.train.batch_size=2",
+                                      "target.heldout_fraction=0.2", "labels.top_k=3", "eval.batch_size=3"])
+def test_an_override_changes_exactly_its_key(override):
+    key, value = override.split("=")
+    default = _leaves(to_dict(WHPConfig()))
+    changed = _leaves(to_dict(from_dict(WHPConfig, apply_overrides({}, [override]))))
+    assert {k for k in default if default[k] != changed[k]} == {key}
+    assert changed[key] == type(default[key])(value)
+
+
+def test_section_defaults_survive_partial_sections():
+    from obliviate.unlearn import UnlearnConfig
+
+    config = from_dict(WHPConfig, {"finetune": {"learning_rate": 2e-5}, "reinforce": {"train": {"seed": 1}}})
+    assert config.finetune.epochs == 2 and config.reinforce.train.epochs == 3
+    assert config.reinforce.train.learning_rate == 3e-5
+    # the documented 256-token blocks of `obliviate unlearn` hold when only the sources are given
+    unlearn = from_dict(UnlearnConfig, {"method": "npo", "forget": {"sources": ["f.txt"]}, "retain": {"sources": "r"}})
+    assert unlearn.forget.context_length == unlearn.retain.context_length == 256
+
+
+@pytest.mark.parametrize("override, message", [
+    ("finetune.learning_rate=0", "'finetune.learning_rate' must be > 0"),
+    ("finetune.learning_rate=-1e-5", "'finetune.learning_rate' must be > 0"),
+    ("finetune.batch_size=0", "'finetune.batch_size' must be >= 1"),
+    ("reinforce.train.grad_accum=0", "'reinforce.train.grad_accum' must be >= 1"),
+    ("finetune.epochs=0", "'finetune.epochs' must be > 0"),
+    ("finetune.max_steps=-1", "'finetune.max_steps' must be >= 0"),
+    ("finetune.max_grad_norm=-1", "'finetune.max_grad_norm' must be >= 0"),
+    ("target.heldout_fraction=1", "'target.heldout_fraction' must be in \\[0, 1\\)"),
+    ("target.heldout_fraction=-0.1", "'target.heldout_fraction' must be in \\[0, 1\\)"),
+    ("finetune.warmup_ratio=1.5", "'finetune.warmup_ratio' must be in \\[0, 1\\]"),
+    ("labels.top_k=0", "'labels.top_k' must be >= 1"),
+    ("labels.alpha=nan", "'labels.alpha' must be a finite number"),
+    ("labels.alpha=.inf", "'labels.alpha' must be a finite number"),
+    ("finetune.mixed_precision=fp8", "'finetune.mixed_precision' must be one of no, bf16, fp16"),
+    ("target.context_length=4", "'target.context_length' must be >= 16"),
+    ("lora.r=0", "'lora.r' must be >= 1"),
+    ("lora.save=both", "'lora.save' must be one of merged, adapter"),
+    ("eval.max_new_tokens=0", "'eval.max_new_tokens' must be >= 1"),
+])
+def test_out_of_range_settings_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(WHPConfig, apply_overrides({}, [override]))
+
+
+def test_configs_built_in_python_are_validated_too():
+    from obliviate.config import validate
+    from obliviate.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="'finetune.learning_rate' must be > 0"):
+        validate(WHPConfig(finetune=TrainConfig(learning_rate=-1.0)))
+    with pytest.raises(ConfigError, match="'finetune.max_steps' must be >= 0"):
+        validate(WHPConfig(finetune=TrainConfig(max_steps=-3)))

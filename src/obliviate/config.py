@@ -1,11 +1,15 @@
 """Configs: nested dataclasses, strict YAML loading, ``--set a.b=value`` overrides.
 
-Defaults live only in the dataclasses. Unknown or duplicate keys are errors naming the key.
+Defaults live only in the dataclasses (a section's default may differ from its class's own, e.g.
+the fine-tune's two epochs): a config file or override changes exactly the keys it names and
+keeps every other default of its section. Unknown or duplicate keys are errors naming the key;
+every value is checked against its range (:func:`validate`) before any work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -48,20 +52,20 @@ def load_yaml(path) -> dict:
     return data
 
 
-def _coerce(value, hint, where: str):
+def _coerce(value, hint, where: str, default=None):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"'{where}' must be a mapping")
-        return from_dict(hint, value, where)
+        return from_dict(hint, value, where, base=default if isinstance(default, hint) else None)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, default)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"'{where}': bad value {value!r}")
@@ -94,9 +98,12 @@ def _coerce(value, hint, where: str):
         if isinstance(value, bool):
             raise ConfigError(f"'{where}' must be a number, not {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"'{where}' must be a number, not {value!r}") from exc
+        if not math.isfinite(number):
+            raise ConfigError(f"'{where}' must be a finite number, not {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"'{where}' must be a string, not {value!r}")
@@ -104,17 +111,71 @@ def _coerce(value, hint, where: str):
     return value
 
 
-def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a dict; unknown keys raise ConfigError naming the key."""
+def from_dict(cls, data: dict, where: str = "", base=None):
+    """Build dataclass ``cls`` from a dict, then check every value (:func:`validate`).
+
+    Keys that ``data`` does not name keep their defaults: those of ``base`` when given, else the
+    defaults of ``cls`` and of its sections (a section's default instance, e.g.
+    ``TrainConfig(epochs=2)``, is updated key by key, never rebuilt from the class's own defaults).
+
+    Raises:
+        ConfigError: an unknown key, a malformed value or one outside its range (named in full,
+            e.g. ``finetune.learning_rate``).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where or cls.__name__}' must be a mapping of settings")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"unknown setting '{prefix}{unknown[0]}': known settings here are "
                           f"{', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+    if base is None:
+        base = _default_instance(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k, getattr(base, k, None))
+              for k, v in data.items()}
+    if base is not None:
+        config = dataclasses.replace(base, **kwargs)
+    else:  # a dataclass with required fields: no default instance to update
+        required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+                    and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if required:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"missing setting '{prefix}{required[0]}': add it")
+        config = cls(**kwargs)
+    validate(config, where)
+    return config
+
+
+def _default_instance(cls):
+    """``cls()`` with every default, or None when ``cls`` has required fields."""
+    if any(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+           for f in dataclasses.fields(cls) if f.init):
+        return None
+    return cls()
+
+
+def validate(config, where: str = "") -> None:
+    """Check every value of a config tree: numbers finite, and each section's own rules.
+
+    A section states its rules in ``check() -> [(key, ok, rule), ...]``; the first broken rule
+    raises. Called by :func:`from_dict`, and by the runs on configs built directly in Python.
+
+    Raises:
+        ConfigError: ``'finetune.learning_rate' must be > 0, not -1.0: ...``
+    """
+    prefix = f"{where}." if where else ""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, prefix + f.name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"'{prefix}{f.name}' must be a finite number, not {value!r}")
+    for key, ok, rule in (config.check() if hasattr(config, "check") else ()):
+        if not ok:
+            raise ConfigError(f"'{prefix}{key}' must be {rule}, not {getattr(config, key)!r}: "
+                              f"fix it in the config or with --set {prefix}{key}=...")
 
 
 def to_dict(config) -> dict:

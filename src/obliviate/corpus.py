@@ -15,6 +15,7 @@ from obliviate.errors import DataError
 
 _GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*?\*{3}\s*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+MIN_BLOCK = 16  # shortest block kept (tokens)
 TEXT_SUFFIXES = {".txt", ".md", ".text", ""}
 JSONL_SUFFIXES = {".jsonl", ".json"}
 
@@ -123,6 +124,12 @@ class CorpusConfig:
     max_blocks: int | None = None  # cap on training blocks: the first N in text order (quick runs)
     seed: int = 0  # held-out split
 
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`)."""
+        return [("context_length", self.context_length >= MIN_BLOCK, f">= {MIN_BLOCK} tokens"),
+                ("heldout_fraction", 0 <= self.heldout_fraction < 1, "in [0, 1)"),
+                ("max_blocks", self.max_blocks is None or self.max_blocks >= 1, ">= 1 (or unset for no cap)")]
+
 
 @dataclass
 class Blocks:
@@ -133,7 +140,7 @@ class Blocks:
 
 
 def make_blocks(docs: list[str], tokenizer, context_length: int = 512, heldout_fraction: float = 0.1,
-                seed: int = 0, min_block: int = 16, max_blocks: int | None = None) -> Blocks:
+                seed: int = 0, min_block: int = MIN_BLOCK, max_blocks: int | None = None) -> Blocks:
     """Tokenize documents and cut them into blocks of ``context_length`` tokens.
 
     Documents are joined with the EOS token; a final block shorter than ``min_block`` is

@@ -26,6 +26,13 @@ class LoraSettings:
                                                                "up_proj", "down_proj"])
     save: str = "merged"  # "merged": a plain HF model with the adapters folded in; "adapter": the adapter only
 
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`)."""
+        return [("r", self.r >= 1, ">= 1"), ("alpha", self.alpha > 0, "> 0"),
+                ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+                ("target_modules", bool(self.target_modules), "a non-empty list of module names"),
+                ("save", self.save in SAVE_MODES, f"one of {', '.join(SAVE_MODES)}")]
+
 
 def _linear_module_names(model) -> list[str]:
     """Names of every linear layer except the output head (what peft's "all-linear" means)."""

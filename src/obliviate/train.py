@@ -22,6 +22,9 @@ from obliviate.losses import IGNORE_INDEX
 from obliviate.progress import token_bar
 
 
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings of one training stage."""
@@ -38,6 +41,18 @@ class TrainConfig:
     checkpoint_every: int = 0  # save a resumable checkpoint every N optimizer steps (0 = never)
     seed: int = 0  # data order and initialisation of anything random
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (GPUs); keep "no" on CPU
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`)."""
+        return [("epochs", self.epochs > 0, "> 0"), ("max_steps", self.max_steps >= 0, ">= 0"),
+                ("learning_rate", self.learning_rate > 0, "> 0"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                ("grad_accum", self.grad_accum >= 1, ">= 1"),
+                ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+                ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                # a negative clipping norm would flip the gradient: fine-tuning would become ascent
+                ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)"),
+                ("eval_every", self.eval_every >= 0, ">= 0"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
+                ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}")]
 
 
 def pad_collate(examples: list[dict], pad_id: int) -> dict:

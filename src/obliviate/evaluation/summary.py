@@ -20,6 +20,11 @@ class QuickEvalConfig:
     max_new_tokens: int = 24  # completion length for familiarity
     batch_size: int = 8
 
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`)."""
+        return [("general_max_tokens", self.general_max_tokens >= 1, ">= 1"),
+                ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1")]
+
 
 def _general_texts(config: QuickEvalConfig, tokenizer) -> list[str]:
     """General text cut to ``general_max_tokens`` tokens: whole paragraphs, the last one truncated."""

@@ -27,6 +27,10 @@ class LabelConfig:
     batch_size: int = 4  # blocks per forward pass
     seed: int = 0  # counterpart draws (one per expression per block)
 
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`); alpha may be any finite number."""
+        return [("top_k", self.top_k >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1")]
+
 
 def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(len(s) for s in seqs)
