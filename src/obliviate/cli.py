@@ -35,14 +35,10 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
 
 
-def _whp_config(args):
-    from obliviate.config import apply_overrides, drop_none, from_dict, load_yaml, merge
-    from obliviate.whp.pipeline import WHPConfig
-
-    data = load_yaml(args.config) if args.config else {}
-    cli = {
+def _whp_options(args) -> dict:
+    """The WHP settings given as command-line options (None: not given)."""
+    return {
         "model": args.model, "anchors": args.anchors, "force": args.force or None,
-        "trust_remote_code": args.trust_remote_code or None,
         "target": {"sources": args.target, "text_field": args.text_field, "context_length": args.context_length},
         "reinforce": {"model": args.reinforced},
         "labels": {"alpha": args.alpha, "soft": args.soft_labels},
@@ -50,8 +46,13 @@ def _whp_config(args):
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
                  "general_text": args.general_text},
     }
-    data = merge(data, drop_none(cli))
-    return from_dict(WHPConfig, apply_overrides(data, args.set))
+
+
+def _whp_config(args):
+    from obliviate.settings import resolve
+
+    return resolve("whp", config_file=args.config, options=_whp_options(args), overrides=args.set, out=args.out,
+                   trust_remote_code=args.trust_remote_code)
 
 
 def cmd_whp(args, stages=None) -> int:
@@ -63,25 +64,14 @@ def cmd_whp(args, stages=None) -> int:
 
 
 def cmd_run(args) -> int:
-    from obliviate.config import apply_overrides, from_dict, load_yaml
     from obliviate.errors import ConfigError
-    from obliviate.methods import UNLEARNING_METHODS
-    from obliviate.unlearn import UnlearnConfig, UnlearnRun
-    from obliviate.whp.pipeline import WHPConfig, WHPRun
+    from obliviate.settings import load_config, run_classes
 
-    data = load_yaml(args.config_file)
-    out = args.out or data.get("out")
-    data.pop("out", None)
+    kind, config, out = load_config(args.config_file, args.set, trust_remote_code=args.trust_remote_code)
+    out = args.out or out
     if not out:
         raise ConfigError("no run folder: set `out:` in the config or pass --out")
-    method = data.get("method", "whp")
-    if method == "whp":
-        data.pop("method", None)
-        WHPRun(from_dict(WHPConfig, apply_overrides(data, args.set)), out, overwrite=args.overwrite).run()
-    elif method in UNLEARNING_METHODS:
-        UnlearnRun(from_dict(UnlearnConfig, apply_overrides(data, args.set)), out, overwrite=args.overwrite).run()
-    else:
-        raise ConfigError(f"unknown method '{method}': use whp or one of {', '.join(UNLEARNING_METHODS)}")
+    run_classes(kind)[1](config, out, overwrite=args.overwrite).run()
     print(f"run folder: {out}")
     return 0
 
@@ -220,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the pipeline from a YAML config (unknown keys are errors)")
     p.add_argument("config_file")
     p.add_argument("--out", help="run folder (else `out:` in the config)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set train.learning_rate=1e-5 --set method.beta=0.1")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder that holds a different run")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
     p.set_defaults(func=cmd_run)
 
     anchors = sub.add_parser("anchors", help="anchored-terms dictionaries").add_subparsers(dest="action",

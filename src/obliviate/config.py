@@ -230,6 +230,6 @@ def drop_none(d: dict) -> dict:
 
 def save_yaml(data: dict, path) -> None:
     """Write a dict as YAML atomically."""
-    from obliviate.runs import atomic_write_text
+    from obliviate.runs import save_yaml as _save
 
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    _save(data, path)

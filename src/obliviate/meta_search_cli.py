@@ -80,6 +80,7 @@ def cmd_meta_search(args) -> int:
 
     unlearn_args = copy.copy(args)
     unlearn_args.set = [item for item in args.set if not item.startswith("search.")]
+    unlearn_args.out = None  # the search, not the folder's earlier best settings, decides
     result = run_meta_search(unlearn_config(unlearn_args), search_config(args), args.out, overwrite=args.overwrite)
     print(_trial_table(result))
     best = " ".join(f"{k}={v:g}" for k, v in result["best"].items())

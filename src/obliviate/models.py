@@ -232,3 +232,13 @@ def check_same_tokenizer(base_tokenizer, other_tokenizer, what: str = "the reinf
             f"{what} uses a different tokenizer from the baseline (vocabulary {len(other_tokenizer)} vs "
             f"{len(base_tokenizer)}): both must share one tokenizer; fine-tune the reinforced model from the baseline"
         )
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    """The tokenizer of a model spec (pad token set to EOS if it has none), without the weights."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -2,14 +2,23 @@
 
 ``runs/<name>/{config.yaml, log.jsonl, state.json, reinforced/, labels/, model/, manifest.json,
 metrics.json}``. A stage's output is written under a temporary name and renamed when complete,
-so a folder never holds a half-written output that looks complete.
+so a folder never holds a half-written output that looks complete. ``state.json`` records the run
+kind and, per stage, the content hashes of what it read (``inputs``) and wrote (``outputs``): a
+stage counts as done only while both still match (:meth:`RunFolder.stage_status`). One process
+at a time holds a run folder (:meth:`RunFolder.lock`).
+
+This module imports nothing of obliviate's but :mod:`obliviate.errors`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +26,9 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import RunFolderError
+
+LOCK_FILE = ".lock"
+STATE_VERSION = 2
 
 
 def is_main_process() -> bool:
@@ -36,14 +48,25 @@ def wait_for_everyone() -> None:
         PartialState().wait_for_everyone()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file via a temporary file and ``os.replace`` (never half-written)."""
+    """Write a text file via a temporary file and ``os.replace`` (never half-written).
+
+    The file gets the permissions of an ordinary new file (``0666 & ~umask``), not the private
+    ``0600`` of :func:`tempfile.mkstemp`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,7 +74,54 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write JSON atomically. Non-ASCII is escaped, so file names that are not UTF-8 (kept by
+    Python as surrogate escapes) are written and read back unchanged."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=True, default=str) + "\n")
+
+
+def save_yaml(data: dict, path) -> None:
+    """Write a dict as YAML atomically (escaped where a string holds a non-UTF-8 file name)."""
+    try:
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
+    atomic_write_text(path, text)
+
+
+# ---- content hashes ------------------------------------------------------------------------------
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_hashes(path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file in a folder (or of one file), sorted."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: file_sha256(path)}
+    return {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def settings_hash(data) -> str:
+    """sha256 of plain data (a config section) in a canonical JSON form."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def path_signature(spec: str) -> str:
+    """A cheap fingerprint of a local model path (names, sizes and modification times of its
+    files), or of the spec itself when it is not a local path (embedded name, hub id)."""
+    path = Path(str(spec)).expanduser()
+    if not path.exists():
+        return settings_hash(str(spec))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    return settings_hash([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
 
 
 def _first_difference(a, b, prefix=""):
@@ -64,14 +134,27 @@ def _first_difference(a, b, prefix=""):
     return None if a == b else (prefix or "<root>")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunFolder:
     """A run folder: config, log, per-stage state and outputs."""
 
-    # Settings that may change between invocations of the same run without making it a different run.
-    VOLATILE_KEYS = ("force", "overwrite", "eval")
+    # Settings that may change between invocations of the same run without making it a different
+    # run: the evaluation is redone when its settings change (its stage inputs record them), and
+    # trust_remote_code is never read back from a folder (only the user's command line sets it).
+    VOLATILE_KEYS = ("force", "overwrite", "eval", "trust_remote_code")
 
     def __init__(self, path):
         self.path = Path(path)
+        self._lock_fh = None
 
     @property
     def config_path(self) -> Path:
@@ -84,64 +167,211 @@ class RunFolder:
     def stage_path(self, stage: str) -> Path:
         return self.path / stage
 
-    def init(self, config: dict, overwrite: bool = False) -> None:
+    # ---- the folder itself ----
+    def check_writable(self) -> None:
+        """Refuse, before any work, an --out that cannot become a run folder.
+
+        Raises:
+            RunFolderError: the path is a file, lies under a file, or is not writable.
+        """
+        for parent in (self.path, *self.path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunFolderError(f"'{parent}' is a file, not a folder: choose another --out")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise RunFolderError(f"cannot write to '{parent}' (read-only or no permission): "
+                                         "choose another --out")
+                return
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder for this process: a second process on the same folder gets one clear
+        error. The lock file names the holder's PID; a lock left by a process that died is stale
+        and taken over (the operating system releases ``flock`` locks of dead processes)."""
+        import fcntl
+
+        if not is_main_process():
+            yield self
+            return
+        self.check_writable()
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / LOCK_FILE
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                fh.close()
+                raise
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunFolderError(f"'{self.path}' is in use by {holder}: wait for it to finish (or stop it), "
+                                 "or choose another --out") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        if previous:
+            pid = previous.split()[1] if previous.startswith("process ") else ""
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                print(f"note: took over the stale lock of {previous} in {self.path}", flush=True)
+        self._lock_fh = fh
+        try:
+            yield self
+        finally:
+            self._lock_fh = None
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def init(self, config: dict, overwrite: bool = False, kind: str | None = None) -> None:
         """Create the folder, or check that an existing one holds this same run.
 
         Raises:
-            RunFolderError: the folder holds a different run (and ``overwrite`` is off), or files
-                that are not a run folder's.
+            RunFolderError: the folder holds a different run (and ``overwrite`` is off), a run of
+                another kind, or files that are not a run folder's.
         """
-        if self.path.exists() and any(self.path.iterdir()):
+        self.check_writable()
+        entries = [p for p in self.path.iterdir() if p.name != LOCK_FILE] if self.path.is_dir() else []
+        if entries:
             if not self.config_path.exists():
                 raise RunFolderError(f"'{self.path}' exists and is not an obliviate run folder: choose another --out")
-            old = yaml.safe_load(self.config_path.read_text()) or {}
+            old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
             strip = lambda d: {k: v for k, v in d.items() if k not in self.VOLATILE_KEYS}  # noqa: E731
-            diff = _first_difference(strip(old), strip(config))
+            old_kind = self.kind
+            diff = "the run kind" if kind and old_kind and old_kind != kind else _first_difference(strip(old),
+                                                                                                    strip(config))
             if diff and not overwrite:
-                raise RunFolderError(
-                    f"'{self.path}' holds a different run (its setting '{diff}' differs): "
-                    "choose another --out, or pass --overwrite to start this one afresh"
-                )
-            if diff and overwrite:
-                shutil.rmtree(self.path)
+                what = (f"a '{old_kind}' run, not '{kind}'" if diff == "the run kind"
+                        else f"a different run (its setting '{diff}' differs)")
+                raise RunFolderError(f"'{self.path}' holds {what}: choose another --out, or pass --overwrite to "
+                                     "start this one afresh")
+            if diff and overwrite and is_main_process():
+                for entry in entries:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        wait_for_everyone()
         if is_main_process():
             self.path.mkdir(parents=True, exist_ok=True)
-            from obliviate.config import save_yaml
-
             save_yaml(config, self.config_path)
+            if kind:
+                state = self.state()
+                state["kind"] = kind
+                self._write_state(state)
         wait_for_everyone()
 
+    # ---- state ----
     def state(self) -> dict:
+        """``state.json``: ``{"kind", "stages": {name: {...}}}`` (empty stages for a new folder)."""
         if self.state_path.exists():
-            return json.loads(self.state_path.read_text())
-        return {"stages": {}}
+            try:
+                state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise RunFolderError(f"'{self.state_path}' is corrupt ({exc}): pass --overwrite to start the run "
+                                     "afresh") from exc
+            state.setdefault("stages", {})
+            return state
+        return {"obliviate_state": STATE_VERSION, "stages": {}}
 
-    def is_done(self, stage: str) -> bool:
-        """A stage is done when it is marked so and its output folder (if any) is still there."""
-        info = self.state()["stages"].get(stage)
-        if not info or not info.get("complete"):
-            return False
-        output = info.get("output")
-        return output is None or (self.path / output).exists()
+    @property
+    def kind(self) -> str | None:
+        """The run kind recorded in ``state.json`` (``whp``, ``unlearn``), if any."""
+        return self.state().get("kind") if self.state_path.exists() else None
 
-    def mark_done(self, stage: str, output: str | None = None, **info) -> None:
-        if not is_main_process():
-            return
-        state = self.state()
-        state["stages"][stage] = {"complete": True, "output": output, "finished": time.time(), **info}
-        atomic_write_json(self.state_path, state)
+    def _write_state(self, state: dict) -> None:
+        if is_main_process():
+            state["obliviate_state"] = STATE_VERSION
+            atomic_write_json(self.state_path, state)
 
     def stage_info(self, stage: str) -> dict:
         return self.state()["stages"].get(stage, {})
 
+    def stage_status(self, stage: str, inputs: dict | None = None) -> tuple[bool, str]:
+        """Whether ``stage`` is done, and if not, why.
+
+        Done means: marked complete, read the same ``inputs`` (content hashes) as now when they
+        are given, and every output file still has the hash recorded when it was written.
+        """
+        info = self.stage_info(stage)
+        if not info.get("complete"):
+            return False, "not run yet" if not info else "not complete"
+        if inputs is not None:
+            old = info.get("inputs") or {}
+            changed = sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+            if changed:
+                return False, f"its input '{changed[0]}' changed since it ran"
+        output = info.get("output")
+        if output is None:
+            return True, "done"
+        target = self.path / output
+        if not target.exists():
+            return False, f"its output '{output}' is missing"
+        recorded = info.get("outputs")
+        if recorded is None:
+            return False, f"its output '{output}' has no recorded hashes"
+        # files added later (the model card in model/README.md) are not part of the stage's output
+        for name, digest in sorted(recorded.items()):
+            path = target / name if target.is_dir() else target
+            if not path.is_file():
+                return False, f"its output '{output}/{name}' is missing"
+            if file_sha256(path) != digest:
+                return False, f"its output '{output}/{name}' changed since it was written" if target.is_dir() \
+                    else f"its output '{output}' changed since it was written"
+        return True, "done"
+
+    def is_done(self, stage: str, inputs: dict | None = None) -> bool:
+        return self.stage_status(stage, inputs)[0]
+
+    def start_stage(self, stage: str, inputs: dict, checkpoint: Path | None = None) -> None:
+        """Record that ``stage`` starts with ``inputs``; a checkpoint of an attempt that read other
+        inputs is discarded (it must not be resumed)."""
+        if not is_main_process():
+            return
+        state = self.state()
+        previous = state["stages"].get(stage) or {}
+        if checkpoint is not None and previous.get("inputs") != inputs:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        state["stages"][stage] = {"complete": False, "inputs": inputs, "started": time.time()}
+        self._write_state(state)
+
+    def mark_done(self, stage: str, output: str | None = None, inputs: dict | None = None, **info) -> None:
+        """Mark ``stage`` complete, with the hashes of its output (file or folder)."""
+        if not is_main_process():
+            return
+        state = self.state()
+        outputs = tree_hashes(self.path / output) if output and (self.path / output).exists() else None
+        if inputs is None:
+            inputs = (state["stages"].get(stage) or {}).get("inputs")
+        state["stages"][stage] = {"complete": True, "output": output, "outputs": outputs, "inputs": inputs,
+                                  "finished": time.time(), **info}
+        state.pop("weights_hashes", None)  # a rewritten model folder must be hashed afresh
+        self._write_state(state)
+
+    # ---- log ----
     def log(self, record: dict) -> None:
-        """Append one JSON line to ``log.jsonl`` (main process only)."""
+        """Append one JSON line to ``log.jsonl`` (main process only).
+
+        A ``{"event": "resumed", "stage": S, "step": N}`` record first drops the records of stage S
+        after step N: they came from the attempt that was interrupted after its last checkpoint and
+        are about to be written again.
+        """
         if not is_main_process():
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "log.jsonl", "a", encoding="utf-8") as fh:
+        path = self.path / "log.jsonl"
+        if record.get("event") == "resumed" and path.exists():
+            stage, step = record.get("stage"), record.get("step", 0)
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if not _after_step(line, stage, step)]
+            atomic_write_text(path, "".join(kept))
+        with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": round(time.time(), 3), **record}, default=str) + "\n")
 
+    # ---- outputs ----
     def save_model(self, stage: str, save) -> Path:
         """Write a stage's model folder atomically, on the main process only: ``save(tmp_dir)`` fills it."""
         if is_main_process():
@@ -165,51 +395,19 @@ class RunFolder:
         return final
 
 
+def _after_step(line: str, stage, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return (record.get("stage") == stage and record.get("event") is None
+            and isinstance(record.get("step"), int) and record["step"] > step)
+
+
 def read_log(path) -> list[dict]:
     """Records of a run's ``log.jsonl`` (empty if there is none)."""
     path = Path(path)
     log = path / "log.jsonl" if path.is_dir() else path
     if not log.exists():
         return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
-def run_stages(folder: RunFolder, requested, order, execute, after_stage=None, distributed_stages=()) -> None:
-    """Run ``requested`` stages in ``order``, skipping those already complete in ``folder``.
-
-    Args:
-        folder: the run folder.
-        requested: names of the stages to run.
-        order: every stage name of the pipeline, in order.
-        execute: ``stage -> info dict`` (``output`` names the stage's output in the folder).
-        after_stage: called after each completed stage (e.g. to rewrite the manifest).
-        distributed_stages: stages every process of an ``accelerate launch`` run takes part in
-            (training); the others run on the main process while the rest wait.
-    """
-    import sys
-
-    unknown = [s for s in requested if s not in order]
-    if unknown:
-        from obliviate.errors import ConfigError
-
-        raise ConfigError(f"unknown stage '{unknown[0]}': stages are {', '.join(order)}")
-    main = is_main_process()
-    for stage in order:
-        if stage not in requested:
-            continue
-        if folder.is_done(stage):
-            if main:
-                print(f"[{stage}] already complete in {folder.path}: skipped", file=sys.stderr, flush=True)
-            continue
-        if main:
-            print(f"[{stage}] ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        info = (execute(stage) or {}) if (main or stage in distributed_stages) else {}
-        info["seconds"] = round(time.perf_counter() - start, 2)
-        wait_for_everyone()
-        if main:
-            folder.mark_done(stage, **info)
-            folder.log({"event": "stage_done", "stage": stage, **{k: v for k, v in info.items() if k != "metrics"}})
-            if after_stage:
-                after_stage()
-        wait_for_everyone()
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]

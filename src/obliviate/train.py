@@ -120,6 +120,7 @@ class TrainResult:
     tokens_per_s: float
     heldout_loss: float | None
     history: list[dict] = field(default_factory=list)
+    resumed_seconds: float = 0.0  # training time of earlier attempts, up to the checkpoint resumed from
 
 
 def _batch_tokens(batch: dict) -> int:
@@ -196,11 +197,13 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
             heldout_examples, batch_size=config.batch_size, collate_fn=collate))
 
     step, epoch, skip = 0, 0, 0
+    tokens_before, seconds_before = 0, 0.0
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt and (ckpt / "progress.json").exists():
         progress = json.loads((ckpt / "progress.json").read_text())
         accelerator.load_state(str(ckpt / "state"))
         step, epoch, skip = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+        tokens_before, seconds_before = progress.get("tokens", 0), progress.get("seconds", 0.0)
         log({"event": "resumed", "stage": desc, "step": step})
 
     tokens_per_step = sum(example_tokens(e) for e in train_examples) / steps_per_epoch  # an average
@@ -246,7 +249,9 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
             history.append(record)
             log(record)
             if ckpt and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                _save_checkpoint(accelerator, ckpt, step, epoch, batch_index + 1)
+                _save_checkpoint(accelerator, ckpt, {"step": step, "epoch": epoch, "batch_in_epoch": batch_index + 1,
+                                                     "tokens": tokens_before + tokens,
+                                                     "seconds": seconds_before + time.perf_counter() - start})
             if step >= total_steps:
                 break
         else:
@@ -259,7 +264,8 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         log({"stage": desc, "step": step, "heldout_loss": heldout})
         if history:
             history[-1]["heldout_loss"] = heldout
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + seconds_before
+    tokens += tokens_before
     model = accelerator.unwrap_model(model)
     model.eval()
     accelerator.wait_for_everyone()
@@ -267,7 +273,7 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.free_memory()
     return TrainResult(steps=step, seconds=seconds, tokens=tokens, tokens_per_s=tokens / max(seconds, 1e-9),
-                       heldout_loss=heldout, history=history)
+                       heldout_loss=heldout, history=history, resumed_seconds=seconds_before)
 
 
 def _heldout_loss(model, method, loader) -> float:
@@ -283,8 +289,12 @@ def _heldout_loss(model, method, loader) -> float:
     return total / max(count, 1)
 
 
-def _save_checkpoint(accelerator, ckpt: Path, step: int, epoch: int, batch_in_epoch: int) -> None:
-    """Save a resumable checkpoint; the previous one is replaced only once the new one is complete."""
+def _save_checkpoint(accelerator, ckpt: Path, progress: dict) -> None:
+    """Save a resumable checkpoint; the previous one is replaced only once the new one is complete.
+
+    ``progress``: step, epoch, batch_in_epoch, and the tokens and training seconds so far (so a
+    resumed stage reports the whole stage's counts).
+    """
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,8 +302,7 @@ def _save_checkpoint(accelerator, ckpt: Path, step: int, epoch: int, batch_in_ep
     accelerator.save_state(str(tmp / "state"), safe_serialization=True)  # every process writes its part
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps({"step": step, "epoch": epoch,
-                                                       "batch_in_epoch": batch_in_epoch}))
+        (tmp / "progress.json").write_text(json.dumps(progress))
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
     accelerator.wait_for_everyone()

@@ -19,9 +19,10 @@ from obliviate.corpus import Blocks, corpus_hash, make_blocks, read_corpus
 from obliviate.errors import ConfigError
 from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
-from obliviate.manifest import file_hash, publish, write_manifest
+from obliviate.manifest import file_hash
 from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
-from obliviate.runs import RunFolder, run_stages
+from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
+from obliviate.runs import path_signature, settings_hash
 from obliviate.train import TrainConfig, train
 from obliviate.corpus import CorpusConfig
 
@@ -52,18 +53,6 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
-    """The tokenizer of a model spec (pad token set to EOS if it has none), without the weights."""
-    from transformers import AutoTokenizer
-
-    from obliviate.models import resolve_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def pair_examples(forget: list[list[int]], retain: list[list[int]] | None) -> list[dict]:
@@ -113,8 +102,15 @@ def mean_nll(model, blocks: list[list[int]], pad_id: int, batch_size: int = 8) -
     return total / max(count, 1)
 
 
-class UnlearnRun:
-    """One unlearning run over a run folder. ``run()`` executes the stages not yet complete."""
+class UnlearnRun(StagedRun):
+    """One unlearning run over a run folder. ``run()`` executes the stages not yet done."""
+
+    KIND = "unlearn"
+    STAGES = STAGES
+    DISTRIBUTED = ("unlearn",)
+    CHECKPOINTED = ("unlearn",)
+    PATH_SETTINGS = ("model", "forget.sources", "retain.sources", "eval.probe_prompts", "eval.familiarity_prompts",
+                     "eval.general_text")
 
     def __init__(self, config: UnlearnConfig, out, overwrite: bool = False):
         if not config.method:
@@ -133,15 +129,7 @@ class UnlearnRun:
                           "used to measure the retain NLL before and after", stacklevel=2)
         if config.lora.save == "adapter" and not config.lora.enabled:
             raise ConfigError("lora.save=adapter needs LoRA: pass --lora too")
-        self.config = config
-        self.folder = RunFolder(out)
-        self.overwrite = overwrite
-        self._tokenizer = None
-
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.config.model, self.config.trust_remote_code)
-        return self._tokenizer
+        super().__init__(config, out, overwrite)
 
     def blocks(self) -> dict[str, Blocks | None]:
         """Forget and retain blocks (retain None when no retain text is given); checks the data early."""
@@ -154,18 +142,31 @@ class UnlearnRun:
                                     c.heldout_fraction, c.seed, max_blocks=c.max_blocks)
         return out
 
-    def run(self, stages=STAGES) -> dict:
-        """Run the given stages in order, skipping those already complete. Returns the evaluations (if any)."""
-        if any(s not in STAGES for s in stages):
-            run_stages(self.folder, stages, STAGES, None)  # raises the unknown-stage error
-        self.folder.init(to_dict(self.config), overwrite=self.overwrite)
+    def prepare(self):
+        """Check every input (corpora, model, evaluation files) before any work."""
+        c = self.config
         blocks = self.blocks()
-        self.folder.log({"event": "start", "stages": list(stages), "method": self.config.method,
-                         "forget_blocks": len(blocks["forget"].train),
-                         "retain_blocks": len(blocks["retain"].train) if blocks["retain"] else 0})
-        run_stages(self.folder, stages, STAGES, lambda stage: getattr(self, f"_stage_{stage}")(blocks),
-                   self.write_manifest, distributed_stages=("unlearn",))
-        return self.folder.stage_info("eval").get("metrics") or {}
+        for part in ("forget", "retain"):
+            check_context_length(c.model, getattr(c, part).context_length, f"{part}.context_length",
+                                 c.trust_remote_code)
+        check_eval_inputs(c.eval)
+        return blocks
+
+    def describe(self, blocks) -> dict:
+        return {"method": self.config.method, "forget_blocks": len(blocks["forget"].train),
+                "retain_blocks": len(blocks["retain"].train) if blocks["retain"] else 0}
+
+    def stage_inputs(self, stage: str, blocks) -> dict:
+        c, section = self.config, to_dict(self.config)
+        if stage == "unlearn":
+            return {"settings": settings_hash({k: v for k, v in section.items() if k != "eval"}),
+                    "base_model": path_signature(c.model), "forget_sha256": corpus_hash(c.forget.sources),
+                    "retain_sha256": corpus_hash(c.retain.sources) if c.retain.sources else ""}
+        return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
+
+    def manifest_facts(self) -> dict:
+        sources = ", ".join(map(str, self.config.forget.sources))
+        return {"method": self.config.method, "removed": f"knowledge of the forget corpus {sources}"}
 
     def _stage_unlearn(self, blocks) -> dict:
         import torch
@@ -186,7 +187,7 @@ class UnlearnRun:
         heldout = pair_examples(forget.heldout, retain_heldout if training_retain else None) if forget.heldout \
             else None
         result = train(model, self.method, examples, c.train, heldout_examples=heldout, pad_id=pad,
-                       log=self.folder.log, checkpoint_dir=self.folder.path / ".unlearn.ckpt", desc="unlearn")
+                       log=self.folder.log, checkpoint_dir=self.checkpoint_dir("unlearn"), desc="unlearn")
         nll["forget_heldout_nll"]["after"] = mean_nll(model, forget.heldout, pad, c.train.batch_size)
         nll["retain_heldout_nll"]["after"] = mean_nll(model, retain_heldout, pad, c.train.batch_size)
         self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora))
@@ -196,6 +197,7 @@ class UnlearnRun:
         return {"output": "model", "saved": saved, "adapter_sha256": adapter_hash, "steps": result.steps,
                 "tokens": result.tokens, "tokens_per_s": round(result.tokens_per_s, 1),
                 "heldout_loss": result.heldout_loss, "method_resolved": getattr(self.method, "settings_used", {}),
+                "resumed_seconds": result.resumed_seconds,
                 **nll}
 
     def unlearned_loader(self) -> Callable:
@@ -207,22 +209,9 @@ class UnlearnRun:
         return lambda: load_model(str(path), device=_device(), trust_remote_code=c.trust_remote_code)
 
     def _stage_eval(self, blocks) -> dict:
-        if not self.folder.is_done("unlearn"):
-            raise ConfigError(f"stage 'unlearn' is not complete in {self.folder.path}: run `obliviate unlearn` first")
+        self.require("unlearn")
         c = self.config
         trained = {"forget": blocks["forget"].train, "retain": blocks["retain"].train if blocks["retain"] else []}
         metrics = evaluate_before_after(self.folder, {"base": c.model, "unlearned": self.unlearned_loader()}, c.eval,
                                         c.trust_remote_code, trained_blocks=trained)
         return {"output": "metrics.json", "metrics": metrics}
-
-    def write_manifest(self) -> dict:
-        c = self.config
-        hashes = {"forget_sha256": corpus_hash(c.forget.sources),
-                  "retain_sha256": corpus_hash(c.retain.sources) if c.retain.sources else None}
-        sources = ", ".join(map(str, c.forget.sources))
-        manifest = write_manifest(self.folder, method=c.method, base_model=c.model, config=to_dict(c), hashes=hashes,
-                                  removed=f"knowledge of the forget corpus {sources}", stages=STAGES)
-        if manifest["complete"]:
-            publish(self.folder)
-        return manifest
-

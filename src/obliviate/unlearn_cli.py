@@ -36,28 +36,21 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _method_overrides(items: list[str]) -> list[str]:
-    """``method.X=V`` sets the method's setting X (``method`` itself is the method's name)."""
-    return [f"method_settings.{item[len('method.'):]}" if item.startswith("method.") else item for item in items]
-
-
 def unlearn_config(args):
     """The :class:`obliviate.unlearn.UnlearnConfig` of parsed options (config file < options < --set)."""
-    from obliviate.config import apply_overrides, drop_none, from_dict, load_yaml, merge
-    from obliviate.unlearn import UnlearnConfig
+    from obliviate.settings import resolve
 
-    data = load_yaml(args.config) if args.config else {}
     corpus = {"text_field": args.text_field, "context_length": args.context_length}
-    cli = {
-        "model": args.model, "method": args.method, "trust_remote_code": args.trust_remote_code or None,
+    options = {
+        "model": args.model, "method": args.method,
         "forget": {"sources": args.forget, **corpus},
         "retain": {"sources": args.retain, **corpus},
         "lora": {"enabled": args.lora, "save": args.lora_save},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
                  "general_text": args.general_text},
     }
-    data = merge(data, drop_none(cli))
-    return from_dict(UnlearnConfig, apply_overrides(data, _method_overrides(args.set)))
+    return resolve("unlearn", config_file=args.config, options=options, overrides=args.set,
+                   out=getattr(args, "out", None), trust_remote_code=args.trust_remote_code)
 
 
 def cmd_unlearn(args) -> int:

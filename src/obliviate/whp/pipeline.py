@@ -4,6 +4,8 @@
 2. anchors: load, prune and check the anchored-terms dictionary against the corpus;
 3. labels: generic labels for every block;
 4. finetune: train the baseline on the generic labels; then evaluate before/after.
+
+The stage runner (state, resume, lock, hashes, manifest) is :class:`obliviate.pipeline.StagedRun`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from obliviate.corpus import CorpusConfig, corpus_hash, make_blocks, read_corpus
 from obliviate.errors import ConfigError, DataError
 from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
-from obliviate.manifest import file_hash, publish, write_manifest
-from obliviate.runs import RunFolder, atomic_write_json, run_stages
+from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
+from obliviate.runs import atomic_write_json, file_sha256, path_signature, settings_hash
 from obliviate.train import TrainConfig, train
 from obliviate.whp.labels import LabelConfig, generate_generic_labels, load_labels, save_labels
 
@@ -61,8 +63,15 @@ def save_hf(model, tokenizer, folder) -> None:
     tokenizer.save_pretrained(folder)
 
 
-class WHPRun:
-    """One WHP run over a run folder. ``run()`` executes the stages that are not yet complete."""
+class WHPRun(StagedRun):
+    """One WHP run over a run folder. ``run()`` executes the stages that are not yet done."""
+
+    KIND = "whp"
+    STAGES = STAGES
+    DISTRIBUTED = ("reinforce", "finetune")
+    CHECKPOINTED = ("reinforce", "finetune")
+    PATH_SETTINGS = ("model", "anchors", "target.sources", "reinforce.model", "eval.probe_prompts",
+                     "eval.familiarity_prompts", "eval.general_text")
 
     def __init__(self, config: WHPConfig, out, overwrite: bool = False):
         if not config.target.sources:
@@ -70,24 +79,9 @@ class WHPRun:
         if not config.anchors:
             raise ConfigError("no anchored-terms dictionary: pass --anchors FILE "
                               "(`obliviate anchors propose` can build one)")
-        self.config = config
-        self.folder = RunFolder(out)
-        self.overwrite = overwrite
-        self._tokenizer = None
+        super().__init__(config, out, overwrite)
 
     # ---- shared inputs, checked before any expensive stage ----
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            from obliviate.models import resolve_model_path
-
-            path = resolve_model_path(self.config.model)
-            self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.config.trust_remote_code)
-            if self._tokenizer.pad_token is None:
-                self._tokenizer.pad_token = self._tokenizer.eos_token
-        return self._tokenizer
-
     def blocks(self):
         c = self.config.target
         docs = read_corpus(c.sources, c.text_field)
@@ -114,37 +108,37 @@ class WHPRun:
                              "occurrences": sum(found.values())}
         return matcher, {"kept": len(terms), "dropped": dropped}
 
-    def validate(self):
-        """Check every input (corpus, dictionary, models) before spending time on training."""
-        from obliviate.models import check_same_tokenizer, resolve_model_path
+    def prepare(self):
+        """Check every input (corpus, dictionary, models, evaluation files) before any work."""
+        from obliviate.models import check_same_tokenizer, load_tokenizer
 
+        c = self.config
         blocks = self.blocks()
         self.matcher(blocks.train)
-        if self.config.reinforce.model:
-            from transformers import AutoTokenizer
-
-            other = AutoTokenizer.from_pretrained(resolve_model_path(self.config.reinforce.model),
-                                                  trust_remote_code=self.config.trust_remote_code)
-            check_same_tokenizer(self.tokenizer(), other)
+        check_context_length(c.model, c.target.context_length, "target.context_length", c.trust_remote_code)
+        if c.reinforce.model:
+            check_same_tokenizer(self.tokenizer(), load_tokenizer(c.reinforce.model, c.trust_remote_code))
+        check_eval_inputs(c.eval)
         return blocks
 
-    # ---- stages ----
-    def run(self, stages=STAGES) -> dict:
-        """Run the given stages in order, skipping those already complete. Returns the evaluations (if any)."""
-        if any(s not in STAGES for s in stages):
-            run_stages(self.folder, stages, STAGES, None)  # raises the unknown-stage error
-        self.folder.init(to_dict(self.config), overwrite=self.overwrite)
-        blocks = self.validate()
-        self.folder.log({"event": "start", "stages": list(stages), "train_blocks": len(blocks.train),
-                         "heldout_blocks": len(blocks.heldout)})
-        run_stages(self.folder, stages, STAGES, lambda stage: getattr(self, f"_stage_{stage}")(blocks),
-                   self.write_manifest, distributed_stages=("reinforce", "finetune"))
-        return self.folder.stage_info("eval").get("metrics") or {}
+    def describe(self, blocks) -> dict:
+        return {"train_blocks": len(blocks.train), "heldout_blocks": len(blocks.heldout)}
 
-    def _require(self, stage: str) -> None:
-        if not self.folder.is_done(stage):
-            raise ConfigError(f"stage '{stage}' is not complete in {self.folder.path}: run `obliviate {stage}` "
-                              "(or `obliviate whp`) first")
+    def stage_inputs(self, stage: str, blocks) -> dict:
+        c, section = self.config, to_dict(self.config)
+        if stage == "reinforce":
+            return {"settings": settings_hash([c.model, section["target"], section["reinforce"]]),
+                    "base_model": path_signature(c.model), "corpus_sha256": corpus_hash(c.target.sources),
+                    "reinforced_model": path_signature(c.reinforce.model) if c.reinforce.model else ""}
+        if stage == "labels":
+            return {"settings": settings_hash(section["labels"]), "anchors_sha256": file_sha256(c.anchors)}
+        if stage == "finetune":
+            return {"settings": settings_hash([section["finetune"], section["lora"]])}
+        return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
+
+    def manifest_facts(self) -> dict:
+        sources = ", ".join(map(str, self.config.target.sources))
+        return {"method": "whp", "removed": f"knowledge of the target corpus {sources}"}
 
     def reinforced_path(self) -> str:
         if self.config.reinforce.model:
@@ -163,15 +157,16 @@ class WHPRun:
         heldout = [{"input_ids": b} for b in blocks.heldout]
         result = train(loaded.model, FineTune(), examples, self.config.reinforce.train, heldout_examples=heldout,
                        pad_id=tok.pad_token_id, log=self.folder.log,
-                       checkpoint_dir=self.folder.path / ".reinforce.ckpt", desc="reinforce")
+                       checkpoint_dir=self.checkpoint_dir("reinforce"), desc="reinforce")
         self.folder.save_model("reinforced", lambda tmp: save_hf(loaded.model, tok, tmp))
         return {"output": "reinforced", "trained": True, "steps": result.steps, "tokens": result.tokens,
-                "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss}
+                "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss,
+                "resumed_seconds": result.resumed_seconds}
 
     def _stage_labels(self, blocks) -> dict:
         from obliviate.models import check_same_tokenizer, load_model
 
-        self._require("reinforce")
+        self.require("reinforce")
         device = _device()
         base = load_model(self.config.model, device=device, trust_remote_code=self.config.trust_remote_code)
         reinforced = load_model(self.reinforced_path(), device=device,
@@ -203,7 +198,7 @@ class WHPRun:
         from obliviate.methods import WHPDistill
         from obliviate.models import load_model
 
-        self._require("labels")
+        self.require("labels")
         loaded = load_model(self.config.model, trust_remote_code=self.config.trust_remote_code)
         labels_dir = self.folder.stage_path("labels")
         examples = load_labels(labels_dir / "train.safetensors")
@@ -213,13 +208,14 @@ class WHPRun:
         model = apply_lora(loaded.model, lora) if lora.enabled else loaded.model
         result = train(model, WHPDistill(), examples, self.config.finetune, heldout_examples=heldout,
                        pad_id=loaded.tokenizer.pad_token_id, log=self.folder.log,
-                       checkpoint_dir=self.folder.path / ".finetune.ckpt", desc="finetune")
+                       checkpoint_dir=self.checkpoint_dir("finetune"), desc="finetune")
         self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, lora))
         return {"output": "model", "steps": result.steps, "tokens": result.tokens,
-                "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss}
+                "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss,
+                "resumed_seconds": result.resumed_seconds}
 
     def _stage_eval(self, blocks) -> dict:
-        self._require("finetune")
+        self.require("finetune")
         path = self.folder.stage_path("model")
         unlearned = str(path)
         if is_adapter_dir(path):  # LoRA saved as an adapter: the base model plus the adapter
@@ -229,13 +225,3 @@ class WHPRun:
         metrics = evaluate_before_after(self.folder, models, self.config.eval, self.config.trust_remote_code,
                                         trained_blocks={"forget": blocks.train})
         return {"output": "metrics.json", "metrics": metrics}
-
-    def write_manifest(self) -> dict:
-        c = self.config
-        hashes = {"corpus_sha256": corpus_hash(c.target.sources), "anchors_sha256": file_hash(c.anchors)}
-        manifest = write_manifest(self.folder, method="whp", base_model=c.model, config=to_dict(c), hashes=hashes,
-                                  removed=f"knowledge of the target corpus {', '.join(map(str, c.target.sources))}",
-                                  stages=STAGES)
-        if manifest["complete"]:
-            publish(self.folder)
-        return manifest

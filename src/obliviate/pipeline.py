@@ -1,0 +1,269 @@
+"""The one stage runner behind every run kind (``whp``, ``unlearn``).
+
+A run kind lists its stages and says, per stage, what it reads (``stage_inputs``: content hashes
+of files and settings) and how to run it (``_stage_<name>``). The runner owns the rest, once:
+
+1. every input is read and checked (:meth:`StagedRun.prepare`) *before* the run folder is
+   written, so a typo never leaves a folder behind that needs ``--overwrite``;
+2. the folder is locked against a second process, created or checked to hold the same run, and
+   the run kind is recorded in ``state.json``;
+3. each stage runs unless it is done, i.e. complete, with the same input hashes as now and its
+   output files unchanged; a stage that is no longer done is redone when asked for, and otherwise
+   its stale output is removed, so the folder never shows an output of inputs it no longer has;
+4. the manifest is rewritten after every stage from what the stages recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from obliviate.config import to_dict, validate
+from obliviate.errors import ConfigError, RunFolderError
+from obliviate.runs import RunFolder, is_main_process, settings_hash, wait_for_everyone
+
+# Keys of a stage's inputs that are not content hashes of files (left out of the manifest's inputs).
+_INTERNAL_INPUTS = ("settings", "upstream")
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (main process only)."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
+def _absolute(value: str) -> str:
+    """An existing local path (or a glob pattern) made absolute; anything else unchanged."""
+    text = str(value)
+    path = Path(text).expanduser()
+    if any(ch in text for ch in "*?[") or path.exists():
+        return str(path.absolute())
+    return text
+
+
+def normalize_paths(config, paths: tuple[str, ...]):
+    """A copy of ``config`` whose path settings (``"a.b"`` names) are absolute where they exist,
+    so a relative and an absolute path to the same file are the same run."""
+    def update(node, parts):
+        head, rest = parts[0], parts[1:]
+        value = getattr(node, head)
+        if rest:
+            return dataclasses.replace(node, **{head: update(value, rest)})
+        if isinstance(value, list):
+            return dataclasses.replace(node, **{head: [_absolute(v) for v in value]})
+        return dataclasses.replace(node, **{head: _absolute(value) if value else value})
+
+    for name in paths:
+        config = update(config, name.split("."))
+    return config
+
+
+def check_context_length(model_spec: str, context_length: int, what: str, trust_remote_code: bool = False) -> None:
+    """Refuse blocks longer than the model's ``max_position_embeddings``.
+
+    Raises:
+        ConfigError: naming the setting and the model's limit.
+    """
+    from transformers import AutoConfig
+
+    from obliviate.models import resolve_model_path
+
+    try:
+        model_config = AutoConfig.from_pretrained(resolve_model_path(model_spec), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return  # the model's own loader gives the clearer error later
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit and context_length > limit:
+        raise ConfigError(f"'{what}' is {context_length} but the model reads at most {limit} tokens "
+                          f"(max_position_embeddings): set {what} <= {limit}")
+
+
+def _eval_files(eval_config) -> list[str]:
+    files = [eval_config.probe_prompts, eval_config.familiarity_prompts, *eval_config.general_text]
+    return [f for f in files if f]
+
+
+def check_eval_inputs(eval_config) -> None:
+    """The end-of-run evaluation's files exist and read (before any stage runs).
+
+    Raises:
+        DataError: a missing or unreadable prompt or text file.
+    """
+    from obliviate.corpus import read_corpus
+    from obliviate.evaluation import quick
+
+    for path in (eval_config.probe_prompts, eval_config.familiarity_prompts):
+        if path:
+            quick.load_prompt_file(path)
+    if eval_config.general_text:
+        read_corpus(eval_config.general_text)
+
+
+def eval_inputs(eval_config) -> dict[str, str]:
+    """Inputs of the end-of-run evaluation: its settings and the content of its files."""
+    import hashlib
+
+    from obliviate.corpus import expand_sources
+    from obliviate.runs import file_sha256
+
+    digest = hashlib.sha256()
+    for path in _eval_files(eval_config):
+        for f in expand_sources(path):
+            digest.update(file_sha256(f).encode())
+    return {"settings": settings_hash(dataclasses.asdict(eval_config)), "eval_files_sha256": digest.hexdigest()}
+
+
+class StagedRun:
+    """Runs the stages of one run kind over a run folder (see the module docstring).
+
+    Subclasses set ``KIND``, ``STAGES``, ``DISTRIBUTED`` (stages every process of an ``accelerate
+    launch`` takes part in), ``CHECKPOINTED`` (training stages that write ``.<stage>.ckpt``) and
+    ``PATH_SETTINGS``, and implement ``prepare``, ``stage_inputs``, ``_stage_<name>`` and
+    ``manifest_facts``.
+    """
+
+    KIND = ""
+    STAGES: tuple[str, ...] = ()
+    DISTRIBUTED: tuple[str, ...] = ()
+    CHECKPOINTED: tuple[str, ...] = ()
+    PATH_SETTINGS: tuple[str, ...] = ()
+
+    def __init__(self, config, out, overwrite: bool = False):
+        validate(config)
+        self.config = normalize_paths(config, self.PATH_SETTINGS)
+        self.folder = RunFolder(out)
+        self.overwrite = overwrite
+        self._tokenizer = None
+
+    # ---- what a run kind supplies ----
+    def prepare(self):
+        """Read and check every input; returns what the stages need (e.g. token blocks)."""
+        raise NotImplementedError
+
+    def stage_inputs(self, stage: str, data) -> dict[str, str]:
+        """``{name: content hash}`` of everything ``stage`` reads besides the earlier stages."""
+        raise NotImplementedError
+
+    def manifest_facts(self) -> dict:
+        """``{"method": ..., "removed": ...}`` for the manifest."""
+        raise NotImplementedError
+
+    def describe(self, data) -> dict:
+        """Facts for the ``start`` record of the log."""
+        return {}
+
+    # ---- shared ----
+    def tokenizer(self):
+        """The base model's tokenizer (pad token set to EOS when it has none), without weights."""
+        if self._tokenizer is None:
+            from obliviate.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.config.model, self.config.trust_remote_code)
+        return self._tokenizer
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.folder.path / f".{stage}.ckpt"
+
+    def require(self, stage: str) -> None:
+        """Raise unless ``stage`` is complete (used by a stage that reads another's output)."""
+        if not self.folder.stage_info(stage).get("complete"):
+            raise RunFolderError(f"stage '{stage}' is not complete in {self.folder.path}: run it first "
+                                 f"(`obliviate {self.KIND} --out {self.folder.path}` runs every stage)")
+
+    def run(self, stages=None) -> dict:
+        """Run the given stages (default: all) in order; those already done are skipped.
+
+        Returns:
+            The evaluations of the ``eval`` stage, if it ran or was done.
+
+        Raises:
+            ConfigError, DataError, ModelError: a bad input, before the folder is written.
+            RunFolderError: the folder holds another run, is in use, or lacks an earlier stage.
+        """
+        stages = tuple(stages or self.STAGES)
+        unknown = [s for s in stages if s not in self.STAGES]
+        if unknown:
+            raise ConfigError(f"unknown stage '{unknown[0]}': stages are {', '.join(self.STAGES)}")
+        self.folder.check_writable()
+        data = self.prepare()
+        with self.folder.lock():
+            self.folder.init(to_dict(self.config), overwrite=self.overwrite, kind=self.KIND)
+            self.folder.log({"event": "start", "kind": self.KIND, "stages": list(stages), **self.describe(data)})
+            upstream = ""
+            for index, stage in enumerate(self.STAGES):
+                inputs = {**self.stage_inputs(stage, data), "upstream": upstream}
+                done, why = self.folder.stage_status(stage, inputs)
+                if not done and stage in stages:
+                    if self.folder.stage_info(stage):
+                        say(f"[{stage}] {why}: running it again")
+                    self._execute(stage, inputs, data)
+                elif not done:
+                    later = [s for s in stages if self.STAGES.index(s) > index]
+                    if later:
+                        raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
+                                             f"'{later[0]}' needs it: run `obliviate {self.KIND} --out "
+                                             f"{self.folder.path}` (or that stage) first")
+                    self._discard(stage)
+                elif stage in stages:
+                    say(f"[{stage}] already complete in {self.folder.path}: skipped")
+                info = self.folder.stage_info(stage)
+                upstream = settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
+        return self.folder.stage_info("eval").get("metrics") or {}
+
+    def _execute(self, stage: str, inputs: dict, data) -> None:
+        main = is_main_process()
+        checkpoint = self.checkpoint_dir(stage) if stage in self.CHECKPOINTED else None
+        self.folder.start_stage(stage, inputs, checkpoint=checkpoint)
+        wait_for_everyone()
+        say(f"[{stage}] ...")
+        start = time.perf_counter()
+        info = (getattr(self, f"_stage_{stage}")(data) or {}) if (main or stage in self.DISTRIBUTED) else {}
+        # a resumed training stage counts the time its earlier attempts spent up to the checkpoint
+        info["seconds"] = round(time.perf_counter() - start + info.pop("resumed_seconds", 0.0), 2)
+        wait_for_everyone()
+        if main:
+            self.folder.mark_done(stage, inputs=inputs, **info)
+            self.folder.log({"event": "stage_done", "stage": stage,
+                             **{k: v for k, v in info.items() if k not in ("metrics", "output")}})
+            self.write_manifest()
+        wait_for_everyone()
+
+    def _discard(self, stage: str) -> None:
+        """A stage that is no longer done and is not being redone: drop its output and completion."""
+        import shutil
+
+        info = self.folder.stage_info(stage)
+        if not info or not is_main_process():
+            return
+        output = info.get("output")
+        if output:
+            target = self.folder.path / output
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if info.get("complete"):
+            say(f"[{stage}] out of date: its output was removed (run it again to restore it)")
+        state = self.folder.state()
+        state["stages"][stage] = {**info, "complete": False}
+        self.folder._write_state(state)
+        self.write_manifest()
+
+    def recorded_inputs(self) -> dict:
+        """Content hashes the complete stages read, for the manifest."""
+        hashes = {}
+        for stage in self.STAGES:
+            info = self.folder.stage_info(stage)
+            if info.get("complete"):
+                hashes.update({k: v for k, v in (info.get("inputs") or {}).items() if k not in _INTERNAL_INPUTS})
+        return hashes
+
+    def write_manifest(self) -> dict:
+        from obliviate.manifest import publish, write_manifest
+
+        facts = self.manifest_facts()
+        manifest = write_manifest(self.folder, method=facts["method"], base_model=self.config.model,
+                                  config=to_dict(self.config), hashes=self.recorded_inputs(),
+                                  removed=facts["removed"], stages=self.STAGES)
+        if manifest["complete"]:
+            publish(self.folder)
+        return manifest
