@@ -50,7 +50,7 @@ def tasks(data: Path) -> dict:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--out", default="runs/bench_compare")
@@ -63,7 +63,43 @@ def main() -> None:
     parser.add_argument("--results", default=str(Path(__file__).parent / "RESULTS.md"))
     parser.add_argument("--model", default="smollm2-135m", help="base model (a tiny one for a dry run)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args()
+    return parser
+
+
+def forget_sources(task: dict, task_name: str, out: Path) -> list[str]:
+    """The forget files a task trains on: with a span, the cut that main() writes (the first part only)."""
+    return [str(out / task_name / "forget_80.txt")] if task["span"] else task["forget"]
+
+
+def shared_settings(args) -> tuple[dict, dict]:
+    """The corpus and train settings every method gets (matched compute)."""
+    corpus = {"context_length": args.context_length, "max_blocks": args.max_blocks, "heldout_fraction": 0.1}
+    train = {"max_steps": args.steps, "batch_size": args.batch_size, "learning_rate": 1e-5, "warmup_ratio": 0.1}
+    return corpus, train
+
+
+def whp_settings(args, task, forget, corpus, train) -> dict:
+    """What WHP's WHPConfig is built from (``from_dict(WHPConfig, ...)``)."""
+    return {
+        "model": args.model, "anchors": task["anchors"], "force": True,
+        "target": {"sources": forget, **corpus},
+        "reinforce": {"train": {"max_steps": args.steps, "batch_size": args.batch_size,
+                                "learning_rate": 5e-5, "warmup_ratio": 0.1}},
+        "finetune": {**train, "learning_rate": 2e-5}}
+
+
+def unlearn_settings(args, method, forget, wiki, corpus, train) -> dict:
+    """What an unlearning method's UnlearnConfig is built from (``from_dict(UnlearnConfig, ...)``)."""
+    lr = 1e-3 if method in ("rmu", "adaptive_rmu", "cosine_rmu") else 1e-5
+    retain = [wiki] if uses_retain(method, make_method(method).config) else []
+    return {
+        "model": args.model, "method": method,
+        "forget": {"sources": forget, **corpus}, "retain": {"sources": retain, **corpus},
+        "train": {**train, "learning_rate": lr}}
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data, out = Path(args.data_dir), Path(args.out)
@@ -77,16 +113,14 @@ def main() -> None:
     all_results = {}
     for task_name in args.tasks.split(","):
         task = tasks(data)[task_name]
-        forget = task["forget"]
+        forget = forget_sources(task, task_name, out)
         if task["span"]:  # train on the first 80% only: the rest is held-out target text in the suite
-            text = Path(forget[0]).read_text(encoding="utf-8")
-            cut = out / task_name / "forget_80.txt"
+            text = Path(task["forget"][0]).read_text(encoding="utf-8")
+            cut = Path(forget[0])
             cut.parent.mkdir(parents=True, exist_ok=True)
             cut.write_text(text[: int(len(text) * task["span"])], encoding="utf-8")
-            forget = [str(cut)]
         suite = load_suite(task["suite"], data_dir=data)
-        corpus = {"context_length": args.context_length, "max_blocks": args.max_blocks, "heldout_fraction": 0.1}
-        train = {"max_steps": args.steps, "batch_size": args.batch_size, "learning_rate": 1e-5, "warmup_ratio": 0.1}
+        corpus, train = shared_settings(args)
         rows = {}
         base = load_model(args.model)
         rows["base"] = {"seconds": "-", **evaluate(base, suite)}
@@ -107,23 +141,13 @@ def run_method(method, task, task_name, forget, wiki, corpus, train, suite, out,
     start = time.perf_counter()
     folder = out / task_name / method
     if method == "whp":
-        config = from_dict(WHPConfig, {
-            "model": args.model, "anchors": task["anchors"], "force": True,
-            "target": {"sources": forget, **corpus},
-            "reinforce": {"train": {"max_steps": args.steps, "batch_size": args.batch_size,
-                                    "learning_rate": 5e-5, "warmup_ratio": 0.1}},
-            "finetune": {**train, "learning_rate": 2e-5}})
+        config = from_dict(WHPConfig, whp_settings(args, task, forget, corpus, train))
         WHPRun(config, folder).run(("reinforce", "labels", "finetune"))
         loaded = load_model(str(folder / "model"))
     elif method == "whp_inference":
         loaded = load_whp_inference(str(out / task_name / "whp"))
     else:
-        lr = 1e-3 if method in ("rmu", "adaptive_rmu", "cosine_rmu") else 1e-5
-        retain = [wiki] if uses_retain(method, make_method(method).config) else []
-        config = from_dict(UnlearnConfig, {
-            "model": args.model, "method": method,
-            "forget": {"sources": forget, **corpus}, "retain": {"sources": retain, **corpus},
-            "train": {**train, "learning_rate": lr}})
+        config = from_dict(UnlearnConfig, unlearn_settings(args, method, forget, wiki, corpus, train))
         UnlearnRun(config, folder).run(("unlearn",))
         loaded = load_model(str(folder / "model"))
     train_seconds = time.perf_counter() - start

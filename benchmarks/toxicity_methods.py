@@ -37,7 +37,7 @@ def write_jsonl(texts, path: Path) -> str:
     return str(path)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--out", default="runs/bench_toxicity")
@@ -46,7 +46,27 @@ def main() -> None:
     parser.add_argument("--results", default=str(Path(__file__).parent / "RESULTS.md"))
     parser.add_argument("--model", default="smollm2-135m", help="base model (a tiny one for a dry run)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args()
+    return parser
+
+
+def unlearn_settings(args, forget: str, retain: str, probes_dir, layers) -> dict[str, dict]:
+    """Each method's label -> what its UnlearnConfig is built from (``from_dict(UnlearnConfig, ...)``)."""
+    corpus = {"context_length": 128, "heldout_fraction": 0.1}
+    train = {"max_steps": args.steps, "batch_size": 4, "learning_rate": 1e-3, "warmup_ratio": 0.1}
+    common = {"model": args.model, "forget": {"sources": [forget], **corpus},
+              "retain": {"sources": [retain], **corpus}, "train": train}
+    runs = {
+        "rmu": {"method": "rmu"},
+        "adaptive_rmu": {"method": "adaptive_rmu"},
+        "cosine_rmu (meta-learned)": {"method": "cosine_rmu"},
+        "probe_direction": {"method": "probe_direction",
+                            "method_settings": {"probes": str(probes_dir), "layers": layers, "alpha": 1.0}},
+    }
+    return {label: {**common, **settings} for label, settings in runs.items()}
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -64,21 +84,10 @@ def main() -> None:
     rows = {"base": evaluate(base, suite, probes, held_t, held_y, seconds=0.0)}
     del base
 
-    corpus = {"context_length": 128, "heldout_fraction": 0.1}
-    train = {"max_steps": args.steps, "batch_size": 4, "learning_rate": 1e-3, "warmup_ratio": 0.1}
-    common = {"model": args.model, "forget": {"sources": [forget], **corpus},
-              "retain": {"sources": [retain], **corpus}, "train": train}
-    runs = {
-        "rmu": {"method": "rmu"},
-        "adaptive_rmu": {"method": "adaptive_rmu"},
-        "cosine_rmu (meta-learned)": {"method": "cosine_rmu"},
-        "probe_direction": {"method": "probe_direction",
-                            "method_settings": {"probes": str(probes_dir), "layers": layers, "alpha": 1.0}},
-    }
-    for label, settings in runs.items():
+    for label, settings in unlearn_settings(args, forget, retain, probes_dir, layers).items():
         folder = out / label.split()[0]
         start = time.perf_counter()
-        config = from_dict(UnlearnConfig, {**common, **settings})
+        config = from_dict(UnlearnConfig, settings)
         if label.startswith("cosine_rmu"):
             search = MetaSearchConfig(trials=4, inner_steps=8, alphas=[10.0, 100.0],
                                       learning_rates=[1e-4, 1e-3], seed=0)

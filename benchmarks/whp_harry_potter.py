@@ -34,7 +34,7 @@ from obliviate.synthesize import load_seed_prompts, synthesize_corpus, write_cor
 from obliviate.whp.pipeline import WHPConfig, WHPRun  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--out", default="runs/bench_whp_hp")
@@ -42,7 +42,34 @@ def main() -> None:
     parser.add_argument("--trivia", type=int, default=1000, help="trivia questions scored")
     parser.add_argument("--results", default=str(Path(__file__).parent / "RESULTS.md"))
     parser.add_argument("--set", action="append", default=[], help="config overrides KEY=VALUE")
-    args = parser.parse_args()
+    return parser
+
+
+def whp_settings(args, data: Path, corpus_dir: Path, synthesized: Path) -> dict:
+    """What the run's WHPConfig is built from (``from_dict(WHPConfig, ...)``), --set overrides applied."""
+    from obliviate.config import apply_overrides
+
+    hp = data / "targets" / "harry_potter"
+    return apply_overrides({
+        "model": "smollm2-135m",
+        "anchors": str(hp / "anchored_terms_gpt4_blocks.json"),
+        "target": {"sources": [str(corpus_dir / "summaries_80.txt"), str(synthesized)], "context_length": 256},
+        "reinforce": {"train": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 4, "warmup_ratio": 0.1}},
+        "finetune": {"epochs": 2, "learning_rate": 2e-5, "batch_size": 4, "warmup_ratio": 0.1},
+        "eval": {"probe_prompts": str(resource("demo", "harry_potter", "probe_prompts.jsonl")),
+                 "familiarity_prompts": str(hp / "familiarity_prompts_dev20.jsonl"),
+                 "general_text": [str(data / "general" / "wikitext-2-raw" / "wiki.test.raw")],
+                 "max_new_tokens": 48},
+    }, args.set)
+
+
+def corpus_folder(out: Path) -> Path:
+    """Where the target text (summaries cut, synthesized texts) is written, next to the run folder."""
+    return out.parent / f"{out.name}_corpus"
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     data = Path(args.data_dir)
     hp = data / "targets" / "harry_potter"
     out = Path(args.out)
@@ -51,7 +78,7 @@ def main() -> None:
 
     # Target: first 80% of the summaries (the last 20% stay held out for `obliviate eval`) + synthesized text.
     summaries = (hp / "wikipedia_summaries.txt").read_text(encoding="utf-8")
-    corpus_dir = out.parent / f"{out.name}_corpus"
+    corpus_dir = corpus_folder(out)
     corpus_dir.mkdir(parents=True, exist_ok=True)
     (corpus_dir / "summaries_80.txt").write_text(summaries[: int(len(summaries) * 0.8)], encoding="utf-8")
     synthesized = corpus_dir / "synthesized.jsonl"
@@ -65,20 +92,7 @@ def main() -> None:
         timings["synthesize_s"] = round(time.perf_counter() - start, 1)
         write_corpus(texts, synthesized)
 
-    from obliviate.config import apply_overrides
-
-    settings = apply_overrides({
-        "model": "smollm2-135m",
-        "anchors": str(hp / "anchored_terms_gpt4_blocks.json"),
-        "target": {"sources": [str(corpus_dir / "summaries_80.txt"), str(synthesized)], "context_length": 256},
-        "reinforce": {"train": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 4, "warmup_ratio": 0.1}},
-        "finetune": {"epochs": 2, "learning_rate": 2e-5, "batch_size": 4, "warmup_ratio": 0.1},
-        "eval": {"probe_prompts": str(resource("demo", "harry_potter", "probe_prompts.jsonl")),
-                 "familiarity_prompts": str(hp / "familiarity_prompts_dev20.jsonl"),
-                 "general_text": [str(data / "general" / "wikitext-2-raw" / "wiki.test.raw")],
-                 "max_new_tokens": 48},
-    }, args.set)
-    config = from_dict(WHPConfig, settings)
+    config = from_dict(WHPConfig, whp_settings(args, data, corpus_dir, synthesized))
     run = WHPRun(config, out)
     run.run()
     state = run.folder.state()["stages"]

@@ -29,18 +29,23 @@ def resource(*parts: str) -> Path:
     return Path(str(resources.files("obliviate").joinpath("resources", *parts)))
 
 
-def demo_config(out: Path, model: str) -> WHPConfig:
+def demo_settings(out: Path, model: str) -> dict:
+    """What the demo's WHPConfig is built from (``from_dict(WHPConfig, ...)``)."""
     hp = resource("demo", "harry_potter")
     settings = {k: v for k, v in DEMO_SETTINGS.items() if k != "synthesize"}
     settings["target"] = {**settings["target"], "sources": [str(out / "synthesized_corpus.jsonl")]}
-    return from_dict(WHPConfig, {
+    return {
         "model": model,
         "anchors": str(hp / "anchors.yaml"),
         **settings,
         "eval": {"probe_prompts": str(hp / "probe_prompts.jsonl"),
                  "familiarity_prompts": str(hp / "familiarity_prompts.jsonl"),
                  "general_text": [str(resource("demo", "general_text.txt"))]},
-    })
+    }
+
+
+def demo_config(out: Path, model: str) -> WHPConfig:
+    return from_dict(WHPConfig, demo_settings(out, model))
 
 
 def run_demo(out="runs/demo", model: str = "smollm2-135m", overwrite: bool = False) -> dict:
