@@ -191,8 +191,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="obliviate", description="Make a causal LM forget chosen knowledge, "
+    parser = _Parser(prog="obliviate", description="Make a causal LM forget chosen knowledge, "
                                      "and measure how well it forgot.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -300,6 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's, not obliviate's: disk full, read-only storage, permissions
+        print(f"error: {_os_error_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error, saying what to do."""
+    import errno
+
+    where = f" ('{exc.filename}')" if exc.filename else ""
+    hints = {errno.ENOSPC: "free some disk space (completed stages are kept), then run the same command again",
+             errno.EDQUOT: "free some disk quota (completed stages are kept), then run the same command again",
+             errno.EROFS: "the storage is read-only: choose another --out",
+             errno.EACCES: "no permission: choose another --out or fix the permissions",
+             errno.EPERM: "no permission: choose another --out or fix the permissions"}
+    return f"{exc.strerror or exc}{where}: {hints.get(exc.errno, 'check the path and the storage, then run again')}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from obliviate.config import to_dict, validate
+from obliviate.config import from_dict, to_dict, validate
 from obliviate.errors import ConfigError, RunFolderError
 from obliviate.runs import RunFolder, is_main_process, settings_hash, wait_for_everyone
 
@@ -132,6 +132,9 @@ class StagedRun:
 
     def __init__(self, config, out, overwrite: bool = False):
         validate(config)
+        # every value in its declared type (a default of 3 in a float field becomes 3.0), so the
+        # same settings hash the same however they were given (Python, YAML, the folder's config)
+        config = from_dict(type(config), to_dict(config))
         self.config = normalize_paths(config, self.PATH_SETTINGS)
         self.folder = RunFolder(out)
         self.overwrite = overwrite
