@@ -238,7 +238,12 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     """The tokenizer of a model spec (pad token set to EOS if it has none), without the weights."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec), trust_remote_code=trust_remote_code)
+    path = resolve_model_path(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load a tokenizer from '{spec}' ({str(exc).splitlines()[0][:160]}): pass a model "
+                         "folder with its tokenizer files, a run folder, a .gguf file or a hub id") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

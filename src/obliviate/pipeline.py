@@ -191,6 +191,7 @@ class StagedRun:
             raise ConfigError(f"unknown stage '{unknown[0]}': stages are {', '.join(self.STAGES)}")
         self.folder.check_writable()
         data = self.prepare()
+        self._check_prerequisites(stages, data)
         with self.folder.lock():
             self.folder.init(to_dict(self.config), overwrite=self.overwrite, kind=self.KIND)
             self.folder.log({"event": "start", "kind": self.KIND, "stages": list(stages), **self.describe(data)})
@@ -214,6 +215,18 @@ class StagedRun:
                 info = self.folder.stage_info(stage)
                 upstream = settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
         return self.folder.stage_info("eval").get("metrics") or {}
+
+    def _check_prerequisites(self, stages, data) -> None:
+        """Before writing anything: the stages before the first requested one must be done."""
+        upstream = ""
+        for stage in self.STAGES[:min(self.STAGES.index(s) for s in stages)]:
+            done, why = self.folder.stage_status(stage, {**self.stage_inputs(stage, data), "upstream": upstream})
+            if not done:
+                raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
+                                     f"'{stages[0]}' needs it: run `obliviate {self.KIND} --out {self.folder.path}` "
+                                     "(or that stage) first")
+            info = self.folder.stage_info(stage)
+            upstream = settings_hash([info.get("inputs"), info.get("outputs")])
 
     def _execute(self, stage: str, inputs: dict, data) -> None:
         main = is_main_process()

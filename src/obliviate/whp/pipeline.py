@@ -79,6 +79,8 @@ class WHPRun(StagedRun):
         if not config.anchors:
             raise ConfigError("no anchored-terms dictionary: pass --anchors FILE "
                               "(`obliviate anchors propose` can build one)")
+        if config.lora.save == "adapter" and not config.lora.enabled:
+            raise ConfigError("lora.save=adapter needs LoRA: pass --lora too")
         super().__init__(config, out, overwrite)
 
     # ---- shared inputs, checked before any expensive stage ----
