@@ -18,10 +18,13 @@ def _unlearn_options() -> argparse.ArgumentParser:
 
 def add_meta_search_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``meta-search`` command to an argparse subparsers object; returns its parser."""
+    from obliviate.meta_search import COEFFICIENT_SETTINGS, searchable_methods
+
+    coefficients = ", ".join(f"{name}: {setting}" for name, setting in COEFFICIENT_SETTINGS.items())
     p = subparsers.add_parser(
         "meta-search", parents=[_unlearn_options()], conflict_handler="resolve",
-        help="choose layer, alpha and learning rate of rmu/adaptive_rmu/cosine_rmu by short held-out-scored runs, "
-             "then unlearn with the best (writes search.json)",
+        help=f"choose layer, alpha and learning rate of {'/'.join(searchable_methods())} by short held-out-scored "
+             "runs, then unlearn with the best (writes search.json)",
         description="Every `obliviate unlearn` option, plus the search's; --set search.X=V sets any search "
                     "setting. The searched settings replace method.layer, method.alpha and train.learning_rate.")
     p.add_argument("--trials", type=int, help="candidate settings sampled (default 8)")
@@ -29,7 +32,7 @@ def add_meta_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--layers", help="steered layers to try, e.g. 3,5,7 (default: 3-4 over the first 2/3 of depth)")
     p.add_argument("--alphas", help="retain weights to try, e.g. 1,10,100")
     p.add_argument("--learning-rates", help="learning rates to try, e.g. 1e-5,5e-5,1e-4")
-    p.add_argument("--coefficients", help="steering coefficients to try (rmu: steering_coeff, adaptive_rmu: beta)")
+    p.add_argument("--coefficients", help=f"steering coefficients to try ({coefficients})")
     p.add_argument("--retain-penalty", type=float, help="weight of the retain term in the score (default 1)")
     p.add_argument("--strategy", choices=("random", "successive_halving"),
                    help="random: every candidate runs --inner-steps; successive_halving (default): short runs "

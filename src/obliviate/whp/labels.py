@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from obliviate.losses import IGNORE_INDEX, whp_generic_logits
+from obliviate.losses import IGNORE_INDEX, neutralize_tokens, whp_generic_logits
+from obliviate.methods._common import check_setting
 from obliviate.progress import token_bar
 
 
@@ -26,6 +27,11 @@ class LabelConfig:
     top_k: int = 8  # how many tokens a soft label keeps
     batch_size: int = 4  # blocks per forward pass
     seed: int = 0  # counterpart draws (one per expression per block)
+
+    def __post_init__(self):
+        check_setting("labels.alpha", self.alpha, minimum=0, hint="the WHP paper uses about 5")
+        check_setting("labels.top_k", self.top_k, minimum=1, integer=True)
+        check_setting("labels.batch_size", self.batch_size, minimum=1, integer=True)
 
 
 def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,15 +62,12 @@ def block_generic_logits(base_logits: torch.Tensor, reinforced_logits: torch.Ten
     positions = torch.nonzero(mapped >= 0).flatten()
     rows = mapped[positions]  # translated positions, (K,)
     base = base_logits[rows].float()  # (K, V)
-    if translated.neutralize:
-        row_mean = base.mean(dim=-1, keepdim=True)  # (K, 1)
-        for start, token_ids in translated.neutralize:
-            after = rows >= start
-            if after.any() and token_ids:
-                ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
-                sub = base[after]
-                sub[:, ids] = row_mean[after].expand(-1, len(ids))
-                base[after] = sub
+    # a row neutralises the tokens of every entry starting at or before it, all set to its untouched row mean
+    row_tokens = [frozenset(t for start, ids in translated.neutralize if start <= row for t in ids)
+                  for row in rows.tolist()]
+    for tokens in set(row_tokens) - {frozenset()}:
+        where = torch.tensor([t == tokens for t in row_tokens])
+        base[where] = neutralize_tokens(base[where], torch.tensor(sorted(tokens), dtype=torch.long))
     generic = whp_generic_logits(base, reinforced_logits[positions], alpha)
     return positions, generic
 
