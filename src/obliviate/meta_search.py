@@ -167,8 +167,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _format_settings(settings: dict, lr: float) -> str:
-    return " ".join(f"{k}={v:g}" for k, v in settings.items()) + f" lr={lr:g}"
+def format_settings(settings: dict, learning_rate: float | None = None) -> str:
+    """``layer=3 alpha=10 lr=1e-05``: a candidate's settings on one line."""
+    text = " ".join(f"{k}={v:g}" for k, v in settings.items())
+    return text + (f" lr={learning_rate:g}" if learning_rate is not None else "")
 
 
 def meta_search(base_model, tokenizer, forget_blocks: Blocks, retain_blocks: Blocks, method: str = "cosine_rmu",
@@ -255,7 +257,7 @@ def meta_search(base_model, tokenizer, forget_blocks: Blocks, retain_blocks: Blo
             scored = (f"forget {trial['forget_term']:+.4f} retain {trial['retain_term']:+.4f} "
                       f"score {trial['score']:+.4f}") if trial["score"] is not None else f"failed: {trial['error']}"
             _say(f"[meta-search] trial {len(trials)}/{total_runs} (rung {rung + 1}/{len(schedule)}, {steps} steps) "
-                 f"{_format_settings(candidate['settings'], candidate['learning_rate'])}: {scored} "
+                 f"{format_settings(candidate['settings'], candidate['learning_rate'])}: {scored} "
                  f"({trial['seconds']:.1f}s)")
             log({"event": "meta_trial", **trial})
         ranked = sorted(alive, key=lambda i: _rank_key(results[i]), reverse=True)
@@ -363,12 +365,13 @@ def run_meta_search(config: UnlearnConfig, search: MetaSearchConfig, out, overwr
         folder.log({"event": "meta_search", "best": result["best"], "best_score": result["best_score"],
                     "inner_runs": len(result["trials"]), "seconds": result["seconds"]})
     settings = {k: v for k, v in result["best"].items() if k != "learning_rate"}
-    _say(f"[meta-search] best: {_format_settings(settings, result['best']['learning_rate'])} "
+    _say(f"[meta-search] best: {format_settings(settings, result['best']['learning_rate'])} "
          f"(score {result['best_score']:+.4f}); final run with these settings")
     UnlearnRun(final_config, out).run()
     return result
 
 
 __all__ = ["MetaSearchConfig", "meta_search", "run_meta_search", "best_config", "heldout_score", "relative_rise",
+           "format_settings",
            "halving_schedule", "candidate_grid", "default_layers", "searchable_methods", "COEFFICIENT_SETTINGS",
            "OBJECTIVE"]

@@ -62,9 +62,11 @@ def search_config(args):
 
 
 def _trial_table(result: dict) -> str:
+    from obliviate.meta_search import format_settings
+
     rows = [f"{'trial':>5}  {'rung':>4}  {'steps':>5}  {'settings':<40}  {'forget':>8}  {'retain':>8}  {'score':>8}"]
     for t in result["trials"]:
-        settings = " ".join(f"{k}={v:g}" for k, v in t["settings"].items()) + f" lr={t['learning_rate']:g}"
+        settings = format_settings(t["settings"], t["learning_rate"])
         mark = "  <- best" if t["trial"] == result["best_trial"] else ""
         if t["score"] is None:
             rows.append(f"{t['trial']:>5}  {t['rung']:>4}  {t['steps']:>5}  {settings:<40}  failed{mark}")
@@ -78,14 +80,14 @@ def cmd_meta_search(args) -> int:
     """Run (or resume) a meta-search and the unlearning run with its best settings; returns the exit code."""
     import copy
 
-    from obliviate.meta_search import run_meta_search
+    from obliviate.meta_search import format_settings, run_meta_search
     from obliviate.unlearn_cli import unlearn_config
 
     unlearn_args = copy.copy(args)
     unlearn_args.set = [item for item in args.set if not item.startswith("search.")]
     result = run_meta_search(unlearn_config(unlearn_args), search_config(args), args.out, overwrite=args.overwrite)
     print(_trial_table(result))
-    best = " ".join(f"{k}={v:g}" for k, v in result["best"].items())
+    best = format_settings(result["best"])
     print(f"best: {best} (score {result['best_score']:+.4f}; objective on held-out blocks, see search.json)")
     print(f"run folder: {args.out}")
     return 0
