@@ -13,12 +13,11 @@ import pytest
 
 from obliviate.config import from_dict
 from obliviate.errors import ConfigError
-from obliviate.methods import FACTS, METHODS, UNLEARNING_METHODS, make_method, method_reference, methods_table, \
-    uses_retain
+from obliviate.methods import FACTS, METHODS, RETAIN_USES, UNLEARNING_METHODS, make_method, method_reference, \
+    methods_table, uses_retain
 from obliviate.methods._common import Paper
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-RETAIN_USES = ("required", "optional", "unused")
 
 
 # --- facts -------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ FACTS = {
     "summary": "one line on what it does, for the model card",
     "paper": "the Paper it comes from (title, authors, year, arXiv id), or None; the model card cites it",
 }
-RETAIN_USES = ("required", "optional", "unused")
+RETAIN_USES = ("required", "optional", "unused")  # the values of `retain_text`
 
 # Methods run by `obliviate unlearn` on forget(+retain) pairs -> their use of retain text.
 UNLEARNING_METHODS = {name: cls.retain_text for name, (cls, _) in METHODS.items() if cls.unlearning}
@@ -125,7 +125,7 @@ def methods_table() -> str:
 
 
 __all__ = [
-    "METHODS", "FACTS", "UNLEARNING_METHODS", "make_method", "uses_retain",
+    "METHODS", "FACTS", "RETAIN_USES", "UNLEARNING_METHODS", "make_method", "uses_retain",
     "method_reference", "methods_table",
     "FineTune", "FineTuneConfig", "WHPDistill", "WHPDistillConfig",
     "GradientAscent", "GradientAscentConfig", "GradDiff", "GradDiffConfig", "KLRetain", "KLRetainConfig",
