@@ -265,8 +265,9 @@ def prepare_steering(method, model, tokenizer) -> None:
     frozen reference model and the fixed random direction ``u``, and records what was chosen on
     ``method`` (``layer``, ``direction``, ``reference``, ``lora_layers_regex``, ``settings_used``).
     """
-    method.reference = frozen_copy(model)
+    # the layer is checked against the model before the (large) frozen copy is made
     method.layer, regex, names = select_layer_params(model, method.config.layer, method.config.params)
+    method.reference = frozen_copy(model)
     method.direction = random_unit_vector(hidden_size(model), method.config.seed)  # (H,)
     method.lora_layers_regex = layers_regex_of(model, names)
     method.settings_used = {"layer": method.layer, "params": regex, "trainable": names}
