@@ -133,9 +133,11 @@ def test_frozen_reference_fact_matches_prepare(name, tiny_model, tiny_tokenizer)
 
 NAN, INF = float("nan"), float("inf")
 BAD_SETTINGS = [  # (method, setting, value, message)
-    ("grad_diff", "gamma", NAN, "method.gamma must be a finite number >= 0, not nan"),
+    ("grad_diff", "gamma", NAN, "method.gamma must be a finite number > 0, not nan"),
+    ("grad_diff", "gamma", 0, "method.gamma must be a finite number > 0, not 0.0: it weighs the forget term: 0 "
+                              "forgets nothing"),
     ("grad_diff", "alpha", -1.0, "method.alpha must be a finite number >= 0, not -1.0"),
-    ("kl_retain", "gamma", -0.5, "method.gamma must be a finite number >= 0, not -0.5"),
+    ("kl_retain", "gamma", -0.5, "method.gamma must be a finite number > 0, not -0.5"),
     ("kl_retain", "alpha", "inf", "method.alpha must be a finite number >= 0, not inf"),
     ("npo", "beta", 0, "method.beta must be a finite number > 0, not 0.0: for the beta -> 0 limit use method "
                        "gradient_ascent"),

@@ -16,7 +16,7 @@ class GradDiffConfig:
     alpha: float = 1.0  # weight of the retain term (NLL on retain text)
 
     def __post_init__(self):
-        check_setting("method.gamma", self.gamma, minimum=0)
+        check_setting("method.gamma", self.gamma, above=0, hint="it weighs the forget term: 0 forgets nothing")
         check_setting("method.alpha", self.alpha, minimum=0)
 
 

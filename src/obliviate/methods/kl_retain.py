@@ -19,7 +19,7 @@ class KLRetainConfig:
     alpha: float = 1.0  # weight of KL(frozen original || model) on retain tokens
 
     def __post_init__(self):
-        check_setting("method.gamma", self.gamma, minimum=0)
+        check_setting("method.gamma", self.gamma, above=0, hint="it weighs the forget term: 0 forgets nothing")
         check_setting("method.alpha", self.alpha, minimum=0)
 
 
