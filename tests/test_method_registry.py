@@ -46,6 +46,14 @@ def test_finetune_and_whp_are_registered_but_not_unlearning_methods():
     assert {"finetune", "whp"} <= set(METHODS) and not {"finetune", "whp"} & set(UNLEARNING_METHODS)
 
 
+def test_one_registration_per_method():
+    classes = [cls for cls, _ in METHODS.values()]
+    configs = [config for _, config in METHODS.values()]
+    assert len(set(classes)) == len(set(configs)) == len(METHODS)
+    for method_class, config_class in METHODS.values():
+        assert isinstance(method_class(config_class()).config, config_class)
+
+
 # --- derived lists -----------------------------------------------------------------------------
 
 def test_unlearning_methods_and_uses_retain_are_the_registry_facts():
@@ -76,10 +84,10 @@ def test_cli_help_lists_every_method():
     from obliviate.meta_search import COEFFICIENT_SETTINGS, searchable_methods
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for command in ("unlearn", "meta-search"):
-        options = {a.dest: a.help for a in subparsers.choices[command]._actions}
-        assert options["method"] == f"unlearning method: {', '.join(UNLEARNING_METHODS)}"
+    options = {a.dest: a.help for a in subparsers.choices["unlearn"]._actions}
+    assert options["method"] == f"unlearning method: {', '.join(UNLEARNING_METHODS)}"
     options = {a.dest: a.help for a in subparsers.choices["meta-search"]._actions}
+    assert options["method"] == f"method with layer and alpha settings: {', '.join(searchable_methods())}"
     assert options["coefficients"] == "steering coefficients to try (" + \
         ", ".join(f"{name}: {setting}" for name, setting in COEFFICIENT_SETTINGS.items()) + ")"
     command_help = next(c.help for c in subparsers._choices_actions if c.dest == "meta-search")

@@ -18,7 +18,7 @@ def _unlearn_options() -> argparse.ArgumentParser:
 
 def add_meta_search_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``meta-search`` command to an argparse subparsers object; returns its parser."""
-    from obliviate.meta_search import COEFFICIENT_SETTINGS, searchable_methods
+    from obliviate.meta_search import COEFFICIENT_SETTINGS, STRATEGIES, searchable_methods
 
     coefficients = ", ".join(f"{name}: {setting}" for name, setting in COEFFICIENT_SETTINGS.items())
     p = subparsers.add_parser(
@@ -27,6 +27,7 @@ def add_meta_search_parser(subparsers) -> argparse.ArgumentParser:
              "runs, then unlearn with the best (writes search.json)",
         description="Every `obliviate unlearn` option, plus the search's; --set search.X=V sets any search "
                     "setting. The searched settings replace method.layer, method.alpha and train.learning_rate.")
+    p.add_argument("--method", help=f"method with layer and alpha settings: {', '.join(searchable_methods())}")
     p.add_argument("--trials", type=int, help="candidate settings sampled (default 8)")
     p.add_argument("--inner-steps", type=int, help="optimizer steps of a full inner run (default 20)")
     p.add_argument("--layers", help="steered layers to try, e.g. 3,5,7 (default: 3-4 over the first 2/3 of depth)")
@@ -34,7 +35,7 @@ def add_meta_search_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--learning-rates", help="learning rates to try, e.g. 1e-5,5e-5,1e-4")
     p.add_argument("--coefficients", help=f"steering coefficients to try ({coefficients})")
     p.add_argument("--retain-penalty", type=float, help="weight of the retain term in the score (default 1)")
-    p.add_argument("--strategy", choices=("random", "successive_halving"),
+    p.add_argument("--strategy", choices=STRATEGIES,
                    help="random: every candidate runs --inner-steps; successive_halving (default): short runs "
                         "first, the better half goes on with twice the steps")
     p.add_argument("--search-seed", type=int, help="seed of the candidate sampling (default 0)")
