@@ -113,7 +113,7 @@ def test_section_defaults_survive_partial_sections():
     ("target.heldout_fraction=1", "'target.heldout_fraction' must be in \\[0, 1\\)"),
     ("target.heldout_fraction=-0.1", "'target.heldout_fraction' must be in \\[0, 1\\)"),
     ("finetune.warmup_ratio=1.5", "'finetune.warmup_ratio' must be in \\[0, 1\\]"),
-    ("labels.top_k=0", "'labels.top_k' must be >= 1"),
+    ("labels.top_k=0", "labels.top_k must be an integer >= 1"),
     ("labels.alpha=nan", "'labels.alpha' must be a finite number"),
     ("labels.alpha=.inf", "'labels.alpha' must be a finite number"),
     ("finetune.mixed_precision=fp8", "'finetune.mixed_precision' must be one of no, bf16, fp16"),

@@ -19,7 +19,6 @@ from obliviate.losses import (
     neutralize_tokens,
     npo_loss,
     probe_direction_loss,
-    project_out,
     rmu_forget_loss,
     rmu_retain_loss,
     sequence_logprob,
@@ -345,14 +344,6 @@ def test_cosine_retain_loss_kinds():
 
 # --- probe directions --------------------------------------------------------------------------
 
-def test_project_out_removes_component_along_direction():
-    assert project_out(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 0.0])).tolist() == pytest.approx([0.0, 4.0])
-    # non-unit direction is normalised: d = [1, 1]/sqrt2, h.d = 3/sqrt2 -> h - [1.5, 1.5]
-    out = project_out(torch.tensor([[[1.0, 2.0]]]), torch.tensor([2.0, 2.0]))
-    assert out.shape == (1, 1, 2)
-    assert out.flatten().tolist() == pytest.approx([-0.5, 0.5])
-
-
 def test_probe_direction_loss_against_hand_value():
     layer0 = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]])
     layer1 = torch.tensor([[[0.0, 1.0], [2.0, 2.0]]])
@@ -367,12 +358,12 @@ def test_probe_direction_loss_against_hand_value():
     assert_close(probe_direction_loss([layer0], [5.0 * d0], mask), 5.0)
 
 
-def test_probe_direction_loss_is_zero_after_project_out_and_on_empty_mask():
+def test_probe_direction_loss_is_zero_orthogonal_to_the_direction_and_on_empty_mask():
     torch.manual_seed(0)
     hidden = torch.randn(2, 3, 4)
     direction = torch.randn(4)
-    mask = torch.ones(2, 3)
-    assert probe_direction_loss([project_out(hidden, direction)], [direction], mask).item() < 1e-10
+    orthogonal = torch.tensor([[[0.0, 1.0], [0.0, -2.0]]])  # (1, 2, 2), no component along [3, 0]
+    assert probe_direction_loss([orthogonal], [torch.tensor([3.0, 0.0])], torch.ones(1, 2)).item() == 0.0
     h = hidden.clone().requires_grad_(True)
     loss = probe_direction_loss([h], [direction], torch.zeros(2, 3))
     assert loss.item() == 0.0

@@ -231,7 +231,7 @@ def test_default_params_regex_for_three_architectures():
         assert len(decoder_layers(model)[1]) == 6
         names = [n for n, _ in layer_param_selector(model, default_params_regex(model, 4))]
         assert names == [template.format(i) for i in (2, 3, 4)], names
-    with pytest.raises(ConfigError, match="method.layer 9 is out of range: the model has 6 layers"):
+    with pytest.raises(ConfigError, match="method.layer: layer 9 is out of range: the model has 6 layers; use 0 to 5"):
         default_params_regex(models["model.layers.{}.mlp.down_proj.weight"], 9)
     with pytest.raises(ConfigError, match="matches no parameter"):
         layer_param_selector(models["model.layers.{}.mlp.down_proj.weight"], r"nothing\.here")

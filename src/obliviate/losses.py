@@ -330,21 +330,6 @@ def _unit(direction: torch.Tensor) -> torch.Tensor:
     return d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def project_out(hidden: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Remove the component along ``direction``: ``h - (h . d) d`` with ``d`` normalised to unit length.
-
-    Args:
-        hidden: (..., H) activations.
-        direction: (H,) direction (normalised here).
-
-    Returns:
-        (..., H) float32 activations orthogonal to ``direction``.
-    """
-    d = _unit(direction)
-    h = hidden.float()
-    return h - (h @ d).unsqueeze(-1) * d
-
-
 def probe_direction_loss(hidden_states: list[torch.Tensor], directions: list[torch.Tensor],
                          mask: torch.Tensor, weights: list[float] | None = None) -> torch.Tensor:
     """Squared projection of activations onto per-layer probe directions, weighted over layers.

@@ -36,14 +36,15 @@ from obliviate.config import to_dict
 from obliviate.corpus import Blocks
 from obliviate.errors import ConfigError, RunFolderError, TrainingError
 from obliviate.methods import METHODS, UNLEARNING_METHODS, make_method, uses_retain
-from obliviate.methods._common import decoder_layers
+from obliviate.methods._common import check_choice, check_layer, check_layer_setting, check_setting, decoder_layers
 from obliviate.runs import RunFolder, atomic_write_json, is_main_process
 from obliviate.train import TrainConfig, train
 from obliviate.unlearn import UnlearnConfig, UnlearnRun, mean_nll, pair_examples, prepare_unlearning
 
-# The method setting searched by MetaSearchConfig.coefficients, per method. Cosine RMU has none:
-# its forget term (1 - cos) is blind to the activation norm, so there is no coefficient to tune.
-COEFFICIENT_SETTINGS = {"rmu": "steering_coeff", "adaptive_rmu": "beta"}
+# The method setting searched by MetaSearchConfig.coefficients, per method: each method class's
+# `search_coefficient` fact (cosine RMU has none: its 1 - cos forget term is blind to the activation norm).
+COEFFICIENT_SETTINGS = {name: cls.search_coefficient for name, (cls, _) in METHODS.items()
+                        if cls.unlearning and cls.search_coefficient}
 STRATEGIES = ("random", "successive_halving")
 MAX_RUNGS = 3  # successive halving starts at inner_steps/4 at the shortest
 OBJECTIVE = ("score = forget_term - retain_penalty * retain_term, on held-out blocks the inner runs never train on; "
@@ -69,6 +70,25 @@ class MetaSearchConfig:
     strategy: str = "successive_halving"
     seed: int = 0  # which candidates are sampled, and the set-up seed of every inner run (LoRA initialisation)
 
+    def __post_init__(self):
+        check_setting("search.trials", self.trials, minimum=1, integer=True)
+        check_setting("search.inner_steps", self.inner_steps, minimum=1, integer=True)
+        for name, values in (("layers", self.layers), ("alphas", self.alphas),
+                             ("learning_rates", self.learning_rates), ("coefficients", self.coefficients)):
+            if values is not None and not values:
+                raise ConfigError(f"search.{name} is empty: give at least one value, or leave it unset for the "
+                                  "default")
+        for i, layer in enumerate(self.layers or []):
+            check_layer_setting(f"search.layers[{i}]", layer)
+        for i, alpha in enumerate(self.alphas or []):
+            check_setting(f"search.alphas[{i}]", alpha, minimum=0)
+        for i, rate in enumerate(self.learning_rates or []):
+            check_setting(f"search.learning_rates[{i}]", rate, above=0)
+        for i, coefficient in enumerate(self.coefficients or []):
+            check_setting(f"search.coefficients[{i}]", coefficient, above=0)
+        check_setting("search.retain_penalty", self.retain_penalty, minimum=0)
+        check_choice("search.strategy", self.strategy, STRATEGIES)
+
 
 def searchable_methods() -> list[str]:
     """Unlearning methods whose config has both a ``layer`` and an ``alpha`` setting."""
@@ -77,7 +97,7 @@ def searchable_methods() -> list[str]:
 
 
 def check_search(method: str, search: MetaSearchConfig) -> None:
-    """Raise ConfigError for a method the search cannot tune or a malformed search config."""
+    """Raise ConfigError for a method the search cannot tune (the search's own settings are checked when built)."""
     if method not in UNLEARNING_METHODS:
         make_method(method)  # raises the unknown-method error
     if method not in searchable_methods():
@@ -86,15 +106,6 @@ def check_search(method: str, search: MetaSearchConfig) -> None:
     if search.coefficients and method not in COEFFICIENT_SETTINGS:
         raise ConfigError(f"method '{method}' has no steering coefficient: drop search.coefficients "
                           f"(it applies to {', '.join(COEFFICIENT_SETTINGS)})")
-    if search.strategy not in STRATEGIES:
-        raise ConfigError(f"search.strategy must be one of {', '.join(STRATEGIES)}, not {search.strategy!r}")
-    if search.trials < 1 or search.inner_steps < 1:
-        raise ConfigError("search.trials and search.inner_steps must be at least 1")
-    for name in ("alphas", "learning_rates"):
-        if not getattr(search, name):
-            raise ConfigError(f"search.{name} is empty: give at least one value")
-    if search.layers is not None and not search.layers:
-        raise ConfigError("search.layers is empty: give at least one layer, or leave it unset for the default")
 
 
 def default_layers(depth: int) -> list[int]:
@@ -156,8 +167,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _format_settings(settings: dict, lr: float) -> str:
-    return " ".join(f"{k}={v:g}" for k, v in settings.items()) + f" lr={lr:g}"
+def format_settings(settings: dict, learning_rate: float | None = None) -> str:
+    """``layer=3 alpha=10 lr=1e-05``: a candidate's settings on one line."""
+    text = " ".join(f"{k}={v:g}" for k, v in settings.items())
+    return text + (f" lr={learning_rate:g}" if learning_rate is not None else "")
 
 
 def meta_search(base_model, tokenizer, forget_blocks: Blocks, retain_blocks: Blocks, method: str = "cosine_rmu",
@@ -213,8 +226,10 @@ def meta_search(base_model, tokenizer, forget_blocks: Blocks, retain_blocks: Blo
     def heldout_nll(model) -> dict:
         return {part: mean_nll(model, blocks, pad, batch_size) for part, blocks in heldout.items()}
 
-    base_nll = heldout_nll(base_model)
     layers = search.layers if search.layers is not None else default_layers(len(decoder_layers(base_model)[1]))
+    for layer in layers:
+        check_layer(base_model, layer, key="search.layers")
+    base_nll = heldout_nll(base_model)
     coefficient = COEFFICIENT_SETTINGS.get(method)
     replaced = sorted(set(base_settings) & {"layer", "alpha", *([coefficient] if search.coefficients else [])})
     if replaced:
@@ -242,7 +257,7 @@ def meta_search(base_model, tokenizer, forget_blocks: Blocks, retain_blocks: Blo
             scored = (f"forget {trial['forget_term']:+.4f} retain {trial['retain_term']:+.4f} "
                       f"score {trial['score']:+.4f}") if trial["score"] is not None else f"failed: {trial['error']}"
             _say(f"[meta-search] trial {len(trials)}/{total_runs} (rung {rung + 1}/{len(schedule)}, {steps} steps) "
-                 f"{_format_settings(candidate['settings'], candidate['learning_rate'])}: {scored} "
+                 f"{format_settings(candidate['settings'], candidate['learning_rate'])}: {scored} "
                  f"({trial['seconds']:.1f}s)")
             log({"event": "meta_trial", **trial})
         ranked = sorted(alive, key=lambda i: _rank_key(results[i]), reverse=True)
@@ -350,12 +365,13 @@ def run_meta_search(config: UnlearnConfig, search: MetaSearchConfig, out, overwr
         folder.log({"event": "meta_search", "best": result["best"], "best_score": result["best_score"],
                     "inner_runs": len(result["trials"]), "seconds": result["seconds"]})
     settings = {k: v for k, v in result["best"].items() if k != "learning_rate"}
-    _say(f"[meta-search] best: {_format_settings(settings, result['best']['learning_rate'])} "
+    _say(f"[meta-search] best: {format_settings(settings, result['best']['learning_rate'])} "
          f"(score {result['best_score']:+.4f}); final run with these settings")
     UnlearnRun(final_config, out).run()
     return result
 
 
 __all__ = ["MetaSearchConfig", "meta_search", "run_meta_search", "best_config", "heldout_score", "relative_rise",
+           "format_settings",
            "halving_schedule", "candidate_grid", "default_layers", "searchable_methods", "COEFFICIENT_SETTINGS",
            "OBJECTIVE"]

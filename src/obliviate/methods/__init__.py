@@ -3,6 +3,12 @@
 A method is a small class with a config dataclass, ``prepare(model, tokenizer)`` where it has
 something to build (frozen reference, random direction, parameter selection) and
 ``loss(model, batch) -> (loss, logs)``; the one training loop in :mod:`obliviate.train` runs them all.
+
+Each method class also states the facts about itself that the rest of obliviate reads, as class
+attributes (:data:`FACTS` says what each one means). A new method is its own file plus one line
+in :data:`METHODS`: every list of methods (``UNLEARNING_METHODS``, :func:`uses_retain`, the model
+card's references, the meta-search coefficients, the CLI help, the table in ``docs/methods.md``)
+is derived from there, and ``tests/test_method_registry.py`` fails if a fact is missing.
 """
 
 import dataclasses
@@ -19,7 +25,7 @@ from obliviate.methods.rmu import RMU, RMUConfig
 from obliviate.methods.simnpo import SimNPO, SimNPOConfig
 from obliviate.methods.whp_distill import WHPDistill, WHPDistillConfig
 
-# name -> (method class, its config dataclass)
+# name -> (method class, its config dataclass): the one registration of each method
 METHODS = {
     "finetune": (FineTune, FineTuneConfig),
     "whp": (WHPDistill, WHPDistillConfig),
@@ -34,26 +40,33 @@ METHODS = {
     "probe_direction": (ProbeDirection, ProbeDirectionConfig),
 }
 
-# Methods run by `obliviate unlearn` on forget(+retain) pairs -> their use of retain text:
-# "required", "optional" (used when the config's retain weight `alpha` > 0) or "unused".
-UNLEARNING_METHODS = {
-    "gradient_ascent": "unused",
-    "grad_diff": "required",
-    "kl_retain": "required",
-    "npo": "optional",
-    "simnpo": "optional",
-    "rmu": "required",
-    "adaptive_rmu": "required",
-    "cosine_rmu": "required",
-    "probe_direction": "optional",
+# The facts every method class declares in its own body, and what they mean.
+FACTS = {
+    "unlearning": "True: run by `obliviate unlearn` on forget(+retain) pairs; False: trains on plain batches "
+                  "inside another command (finetune, whp)",
+    "retain_text": 'its use of retain text: "required", "optional" (used when its config\'s retain weight '
+                   '`alpha` > 0) or "unused"',
+    "frozen_reference": "True: keeps a frozen copy of the original model in memory (the reference)",
+    "search_coefficient": "the config field `obliviate meta-search --coefficients` tunes (besides layer and alpha), "
+                          "or None",
+    "summary": "one line on what it does, for the model card",
+    "paper": "the Paper it comes from (title, authors, year, arXiv id), or None; the model card cites it",
 }
+RETAIN_USES = ("required", "optional", "unused")  # the values of `retain_text`
+
+# Methods run by `obliviate unlearn` on forget(+retain) pairs -> their use of retain text.
+UNLEARNING_METHODS = {name: cls.retain_text for name, (cls, _) in METHODS.items() if cls.unlearning}
 
 
 def make_method(name: str, settings: dict | None = None):
     """Build unlearning method ``name`` with ``settings`` checked against its config dataclass.
 
+    Every setting is checked here (by the config's ``__post_init__``): type, range, finiteness.
+    Layer indices are checked against the model's depth in ``prepare``.
+
     Raises:
-        ConfigError: an unknown method, or an unknown or malformed setting (the message names it).
+        ConfigError: an unknown method, or an unknown, malformed or out-of-range setting (the message
+            names it and the allowed range).
     """
     from obliviate.config import from_dict
     from obliviate.errors import ConfigError
@@ -68,13 +81,52 @@ def make_method(name: str, settings: dict | None = None):
 
 
 def uses_retain(name: str, config) -> bool:
-    """Whether unlearning method ``name`` with ``config`` trains on retain text."""
-    use = UNLEARNING_METHODS[name]
+    """Whether method ``name`` with ``config`` trains on retain text."""
+    use = METHODS[name][0].retain_text
     return use == "required" or (use == "optional" and getattr(config, "alpha", 0) > 0)
 
 
+def method_reference(name: str) -> str:
+    """What method ``name`` does and the paper it comes from, in one line (for the model card).
+
+    Raises:
+        KeyError: ``name`` is not a registered method.
+    """
+    method_class = METHODS[name][0]
+    paper = method_class.paper
+    if paper is None:
+        return method_class.summary
+    if paper.our_design:
+        return (f"{method_class.summary}; our design after {paper.cite()} ({paper.url}), from the paper's abstract "
+                "only: not a reproduction of its method")
+    return f"{method_class.summary} ({paper.cite()}, {paper.url})"
+
+
+def _markdown(text: str) -> str:
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def methods_table() -> str:
+    """The markdown table of every registered method, as ``docs/methods.md`` holds it (a test compares)."""
+    rows = ["| name | objective | settings (default) | retain text | frozen reference | reference |",
+            "|---|---|---|---|---|---|"]
+    for name, (method_class, config_class) in METHODS.items():
+        objective = _markdown(" ".join(method_class.__doc__.strip().split("\n\n")[0].split()))  # first paragraph
+        settings = ", ".join(f"{f.name} {'unset' if f.default is None else f.default}"
+                             if f.default is not dataclasses.MISSING else f.name
+                             for f in dataclasses.fields(config_class)) or "none"
+        paper = method_class.paper
+        reference = "none" if paper is None else \
+            f"{'**our design** after ' if paper.our_design else ''}{paper.authors} {paper.year}, " \
+            f"[arXiv {paper.arxiv}]({paper.url})"
+        rows.append(f"| `{name}` | {objective} | {_markdown(settings)} | {method_class.retain_text} | "
+                    f"{'yes' if method_class.frozen_reference else 'no'} | {reference} |")
+    return "\n".join(rows)
+
+
 __all__ = [
-    "METHODS", "UNLEARNING_METHODS", "make_method", "uses_retain",
+    "METHODS", "FACTS", "RETAIN_USES", "UNLEARNING_METHODS", "make_method", "uses_retain",
+    "method_reference", "methods_table",
     "FineTune", "FineTuneConfig", "WHPDistill", "WHPDistillConfig",
     "GradientAscent", "GradientAscentConfig", "GradDiff", "GradDiffConfig", "KLRetain", "KLRetainConfig",
     "NPO", "NPOConfig", "SimNPO", "SimNPOConfig",

@@ -1,4 +1,4 @@
-"""Plain functions shared by the unlearning methods: frozen
+"""Plain functions shared by the unlearning methods: settings checks, paper references, frozen
 references, next-token NLL, hidden states at a layer, and parameter selection by name.
 
 Methods import what they need from here; they never subclass each other.
@@ -7,7 +7,9 @@ Methods import what they need from here; they never subclass each other.
 from __future__ import annotations
 
 import copy
+import math
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +20,78 @@ from obliviate.losses import shift_for_next_token, token_nll
 DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.dense_4h_to_h", "mlp.c_proj")  # Llama/Mistral/Qwen, GPT-NeoX, GPT-2
 # Attribute paths of the decoder layer list, tried in order (after unwrapping DDP/PEFT).
 _LAYER_LIST_NAMES = ("layers", "h", "blocks")
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper a method comes from (a method class's ``paper`` fact; the model card cites it)."""
+
+    title: str
+    authors: str  # as cited: "Eldan & Russinovich", "Zhang et al."
+    year: int
+    arxiv: str  # arXiv id, e.g. "2404.05868"
+    our_design: bool = False  # True: our design after the paper (its abstract only), not a reproduction
+
+    @property
+    def url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv}"
+
+    def cite(self) -> str:
+        """``Zhang et al., 2024, "Title", arXiv:2404.05868``."""
+        return f'{self.authors}, {self.year}, "{self.title}", arXiv:{self.arxiv}'
+
+
+# The seed of our own designs (cosine_rmu, probe_direction, meta-search); only its abstract was available.
+ATIL_2026 = Paper("Model Unlearning Objectives Vary for Distinct Language Functions", "Atil, Gupta & Passonneau",
+                  2026, "2605.26454", our_design=True)
+
+
+def check_setting(key: str, value, *, minimum: float | None = None, above: float | None = None,
+                  integer: bool = False, hint: str = "") -> None:
+    """Raise a one-line ConfigError unless ``value`` is a finite number in range.
+
+    Args:
+        key: the setting as the user writes it, e.g. ``"method.beta"``.
+        value: the value to check (a bool is not a number).
+        minimum: smallest allowed value (inclusive), or None.
+        above: the value must be strictly greater than this, or None.
+        integer: the value must be an int.
+        hint: what to do, appended to the message.
+    """
+    kind = "an integer" if integer else "a finite number"
+    allowed = f" >= {minimum:g}" if minimum is not None else f" > {above:g}" if above is not None else ""
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and not isinstance(value, bool)
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if ok and above is not None:
+        ok = value > above
+    if not ok:
+        raise ConfigError(f"{key} must be {kind}{allowed}, not {value!r}" + (f": {hint}" if hint else ""))
+
+
+def check_choice(key: str, value, choices: tuple[str, ...]) -> None:
+    """Raise a one-line ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        names = [repr(c) for c in choices]
+        allowed = " or ".join(names) if len(names) == 2 else f"one of {', '.join(names)}"
+        raise ConfigError(f"{key} must be {allowed}, not {value!r}")
+
+
+def check_layer_setting(key: str, layer) -> None:
+    """A decoder-layer setting is None (the model's default) or an int >= 0; the depth is checked in prepare."""
+    if layer is not None:
+        check_setting(key, layer, minimum=0, integer=True, hint="decoder layers are counted from 0")
+
+
+def check_regex_setting(key: str, regex) -> None:
+    """A parameter-name regex setting is None (the default) or a valid regular expression."""
+    if regex is None:
+        return
+    try:
+        re.compile(regex)
+    except (re.error, TypeError) as exc:
+        raise ConfigError(f"{key} {regex!r} is not a valid regular expression: {exc}") from exc
 
 
 def frozen_copy(model):
@@ -96,10 +170,8 @@ def layer_param_selector(model, regex: str) -> list[tuple[str, torch.nn.Paramete
     Raises:
         ConfigError: the regex is invalid or selects nothing.
     """
-    try:
-        pattern = re.compile(regex)
-    except re.error as exc:
-        raise ConfigError(f"method.params '{regex}' is not a valid regular expression: {exc}") from exc
+    check_regex_setting("method.params", regex)
+    pattern = re.compile(regex)
     selected = [(n, p) for n, p in model.named_parameters() if pattern.search(n)]
     if not selected:
         raise ConfigError(f"method.params '{regex}' matches no parameter of the model: "
@@ -113,23 +185,32 @@ def default_layer(model) -> int:
     return min(len(layers) - 1, round(len(layers) * 7 / 32))
 
 
-def _check_layer(model, layer: int) -> None:
+def check_layer(model, layer: int, key: str = "method.layer") -> None:
+    """Raise ConfigError unless ``layer`` is a decoder layer of ``model`` (0-based)."""
     depth = len(decoder_layers(model)[1])
     if not 0 <= layer < depth:
-        raise ConfigError(f"method.layer {layer} is out of range: the model has {depth} layers (0-based)")
+        raise ConfigError(f"{key}: layer {layer} is out of range: the model has {depth} layers; "
+                          f"use 0 to {depth - 1}")
+
+
+def down_proj_regex(model, layers: list[int]) -> str:
+    """Regex for the MLP down-projections of decoder ``layers`` (checked against the model's depth)."""
+    for layer in layers:
+        check_layer(model, layer)
+    path, modules = decoder_layers(model)
+    names = {n for n, _ in modules[layers[0]].named_parameters()}
+    down = next((d for d in DOWN_PROJ_NAMES if f"{d}.weight" in names), None)
+    if down is None:
+        raise ConfigError(f"cannot find the MLP down-projection of layer {layers[0]}: set method.params to a regex "
+                          "naming the parameters to update")
+    indices = "|".join(map(str, layers))
+    return rf"(?:^|\.){re.escape(path)}\.(?:{indices})\.{re.escape(down)}\.weight$"
 
 
 def default_params_regex(model, layer: int) -> str:
     """Regex for the MLP down-projections of layers ``layer-2 .. layer`` (WMDP's RMU default)."""
-    _check_layer(model, layer)
-    path, layers = decoder_layers(model)
-    names = {n for n, _ in layers[layer].named_parameters()}
-    down = next((d for d in DOWN_PROJ_NAMES if f"{d}.weight" in names), None)
-    if down is None:
-        raise ConfigError(f"cannot find the MLP down-projection of layer {layer}: set method.params to a regex "
-                          "naming the parameters to update")
-    indices = "|".join(str(i) for i in range(max(0, layer - 2), layer + 1))
-    return rf"(?:^|\.){re.escape(path)}\.(?:{indices})\.{re.escape(down)}\.weight$"
+    check_layer(model, layer)
+    return down_proj_regex(model, list(range(max(0, layer - 2), layer + 1)))
 
 
 def freeze_all_but(model, regex: str) -> list[str]:
@@ -148,7 +229,7 @@ def select_layer_params(model, layer: int | None, params: str | None) -> tuple[i
         ``(layer, regex, names of the parameters left trainable)``.
     """
     layer = default_layer(model) if layer is None else layer
-    _check_layer(model, layer)
+    check_layer(model, layer)
     regex = params or default_params_regex(model, layer)
     return layer, regex, freeze_all_but(model, regex)
 
@@ -184,8 +265,9 @@ def prepare_steering(method, model, tokenizer) -> None:
     frozen reference model and the fixed random direction ``u``, and records what was chosen on
     ``method`` (``layer``, ``direction``, ``reference``, ``lora_layers_regex``, ``settings_used``).
     """
-    method.reference = frozen_copy(model)
+    # the layer is checked against the model before the (large) frozen copy is made
     method.layer, regex, names = select_layer_params(model, method.config.layer, method.config.params)
+    method.reference = frozen_copy(model)
     method.direction = random_unit_vector(hidden_size(model), method.config.seed)  # (H,)
     method.lora_layers_regex = layers_regex_of(model, names)
     method.settings_used = {"layer": method.layer, "params": regex, "trainable": names}

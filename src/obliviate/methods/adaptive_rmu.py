@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import adaptive_rmu_coefficient, rmu_forget_loss, rmu_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
+from obliviate.methods._common import (Paper, check_layer_setting, check_regex_setting, check_setting, hidden_at,
+                                       on_device_of, prepare_steering)
 
 
 @dataclass
@@ -24,9 +25,24 @@ class AdaptiveRMUConfig:
     alpha: float = 100.0  # weight of the retain MSE (as RMU)
     seed: int = 0  # seed of the random direction u
 
+    def __post_init__(self):
+        check_layer_setting("method.layer", self.layer)
+        check_regex_setting("method.params", self.params)
+        check_setting("method.beta", self.beta, above=0)
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class AdaptiveRMU:
     """Minimise ``MSE(h_forget, beta ||h_frozen(x)|| u) + alpha * MSE(h_retain, h_retain_frozen)`` at one layer."""
+
+    unlearning = True
+    retain_text = "required"
+    frozen_reference = True
+    search_coefficient = "beta"
+    summary = ("adaptive RMU: RMU whose steering coefficient is beta times the norm of the frozen model's "
+               "activation at the steered layer")
+    paper = Paper("On Effects of Steering Latent Representation for Large Language Model Unlearning", "Dang et al.",
+                  2024, "2408.06223")
 
     def __init__(self, config: AdaptiveRMUConfig | None = None):
         self.config = config or AdaptiveRMUConfig()

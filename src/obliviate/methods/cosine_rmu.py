@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from obliviate.errors import ConfigError
 from obliviate.losses import cosine_forget_loss, cosine_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
+from obliviate.methods._common import (ATIL_2026, check_choice, check_layer_setting, check_regex_setting, check_setting,
+                                       hidden_at, on_device_of, prepare_steering)
 
 
 @dataclass
@@ -29,14 +29,26 @@ class CosineRMUConfig:
     retain_kind: str = "mse"  # retain term: "mse" (as RMU) or "cosine" (1 - cos to the frozen activation)
     seed: int = 0  # seed of the random direction u
 
+    def __post_init__(self):
+        check_layer_setting("method.layer", self.layer)
+        check_regex_setting("method.params", self.params)
+        check_setting("method.alpha", self.alpha, minimum=0)
+        check_choice("method.retain_kind", self.retain_kind, ("mse", "cosine"))
+
 
 class CosineRMU:
     """Minimise ``mean(1 - cos(h_forget, u)) + alpha * retain(h_retain, h_retain_frozen)`` at one layer."""
 
+    unlearning = True
+    retain_text = "required"
+    frozen_reference = True
+    search_coefficient = None  # 1 - cos is blind to the activation norm: no steering coefficient to tune
+    summary = ("cosine RMU: forget-text activations at one layer are turned towards a random direction, "
+               "retain-text activations held at the frozen model's")
+    paper = ATIL_2026
+
     def __init__(self, config: CosineRMUConfig | None = None):
         self.config = config or CosineRMUConfig()
-        if self.config.retain_kind not in ("mse", "cosine"):
-            raise ConfigError(f"method.retain_kind must be 'mse' or 'cosine', not {self.config.retain_kind!r}")
         self.reference = None
         self.settings_used = {}
 

@@ -15,6 +15,13 @@ class FineTuneConfig:
 class FineTune:
     """Minimise the next-token NLL of the batch (the reinforced model of WHP, relearning attacks)."""
 
+    unlearning = False  # trains on plain batches: `obliviate whp` (reinforce stage) and relearning attacks
+    retain_text = "unused"
+    frozen_reference = False
+    search_coefficient = None
+    summary = "plain fine-tuning on the given text (no unlearning-specific loss)"
+    paper = None  # plain causal-LM fine-tuning comes from no one paper
+
     def __init__(self, config: FineTuneConfig | None = None):
         self.config = config or FineTuneConfig()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import grad_diff_loss
-from obliviate.methods._common import nll_of
+from obliviate.methods._common import Paper, check_setting, nll_of
 
 
 @dataclass
@@ -15,9 +15,20 @@ class GradDiffConfig:
     gamma: float = 1.0  # weight of the forget term (-NLL on forget text)
     alpha: float = 1.0  # weight of the retain term (NLL on retain text)
 
+    def __post_init__(self):
+        check_setting("method.gamma", self.gamma, above=0, hint="it weighs the forget term: 0 forgets nothing")
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class GradDiff:
     """Minimise ``-gamma * NLL(forget) + alpha * NLL(retain)``."""
+
+    unlearning = True
+    retain_text = "required"
+    frozen_reference = False
+    search_coefficient = None
+    summary = "gradient difference: ascent on the forget set, descent on the retain set"
+    paper = Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al.", 2024, "2401.06121")
 
     def __init__(self, config: GradDiffConfig | None = None):
         self.config = config or GradDiffConfig()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import gradient_ascent_loss
-from obliviate.methods._common import nll_of
+from obliviate.methods._common import Paper, nll_of
 
 
 @dataclass
@@ -15,6 +15,14 @@ class GradientAscentConfig:
 
 class GradientAscent:
     """Minimise ``-NLL(forget)``. Unbounded: watch the retain metrics, keep steps and rate small."""
+
+    unlearning = True
+    retain_text = "unused"
+    frozen_reference = False
+    search_coefficient = None
+    summary = "gradient ascent on the forget set (raises its next-token NLL)"
+    paper = Paper("Knowledge Unlearning for Mitigating Privacy Risks in Language Models", "Jang et al.", 2023,
+                  "2210.01504")
 
     def __init__(self, config: GradientAscentConfig | None = None):
         self.config = config or GradientAscentConfig()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import kl_retain_loss, kl_to_reference, token_nll
-from obliviate.methods._common import frozen_copy, logits_of, nll_of, on_device_of
+from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of, on_device_of
 
 
 @dataclass
@@ -18,9 +18,20 @@ class KLRetainConfig:
     gamma: float = 1.0  # weight of the forget term (-NLL on forget text)
     alpha: float = 1.0  # weight of KL(frozen original || model) on retain tokens
 
+    def __post_init__(self):
+        check_setting("method.gamma", self.gamma, above=0, hint="it weighs the forget term: 0 forgets nothing")
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class KLRetain:
     """Minimise ``-gamma * NLL(forget) + alpha * KL(ref || model)`` on retain tokens; ref = the frozen original."""
+
+    unlearning = True
+    retain_text = "required"
+    frozen_reference = True
+    search_coefficient = None
+    summary = "gradient ascent on the forget set, KL to the frozen original model on the retain set"
+    paper = Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al.", 2024, "2401.06121")
 
     def __init__(self, config: KLRetainConfig | None = None):
         self.config = config or KLRetainConfig()

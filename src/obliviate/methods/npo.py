@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import npo_loss, sequence_logprob
-from obliviate.methods._common import frozen_copy, logits_of, nll_of, on_device_of
+from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of, on_device_of
 
 
 @dataclass
@@ -18,9 +18,21 @@ class NPOConfig:
     beta: float = 0.1  # inverse temperature of eq. 3 (> 0); small beta approaches gradient ascent
     alpha: float = 1.0  # weight of the NLL on retain text (NPO+RT); 0 = plain NPO, no retain text needed
 
+    def __post_init__(self):
+        check_setting("method.beta", self.beta, above=0, hint="for the beta -> 0 limit use method gradient_ascent")
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class NPO:
     """Minimise ``-(2/beta) E log sigmoid(-beta log(pi/pi_ref))`` on forget sequences (+ alpha * NLL(retain))."""
+
+    unlearning = True
+    retain_text = "optional"
+    frozen_reference = True
+    search_coefficient = None
+    summary = "negative preference optimization on the forget set against the frozen original model"
+    paper = Paper("Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+                  "Zhang et al.", 2024, "2404.05868")
 
     def __init__(self, config: NPOConfig | None = None):
         self.config = config or NPOConfig()

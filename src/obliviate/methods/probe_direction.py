@@ -14,19 +14,19 @@ The projections are in the model's raw activation units: on SmolLM2-135M the for
 around 10-500 per layer (growing with depth) against a retain NLL of about 4, so ``forget_weight``
 and the learning rate may need tuning per model.
 
-How well the probes still read toxicity after unlearning is measured with
-``obliviate.toxicity.probes.probe_accuracy`` (``report(model, tokenizer)`` does it on the
-probes' held-out texts when they were trained here).
+The probes' held-out accuracy per layer before unlearning is recorded in ``settings_used``
+(the run's ``method_resolved`` log record); how well they still read toxicity after unlearning is
+measured with ``obliviate.toxicity.probes.probe_accuracy`` (as ``benchmarks/toxicity_methods.py`` does).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from obliviate.errors import ConfigError, DataError
 from obliviate.losses import probe_direction_loss
-from obliviate.methods._common import (DOWN_PROJ_NAMES, decoder_layers, freeze_all_but, hidden_size,
+from obliviate.methods._common import (ATIL_2026, check_choice, check_layer, check_layer_setting, check_regex_setting,
+                                       check_setting, decoder_layers, down_proj_regex, freeze_all_but, hidden_size,
                                        layers_regex_of, nll_of)
 from obliviate.toxicity.probes import hidden_states_at
 
@@ -45,6 +45,18 @@ class ProbeDirectionConfig:
     params: str | None = None  # regex (re.search) over parameter names to update; None = chosen layers' MLP down_proj
     seed: int = 0  # seed of the probe texts' draw and train / held-out split
 
+    def __post_init__(self):
+        if self.layers is not None:
+            if not self.layers:
+                raise ConfigError("method.layers is empty: give at least one layer, or leave it unset for the default")
+            for i, layer in enumerate(self.layers):
+                check_layer_setting(f"method.layers[{i}]", layer)
+        check_setting("method.probe_texts_per_class", self.probe_texts_per_class, minimum=2, integer=True)
+        check_setting("method.alpha", self.alpha, minimum=0)
+        check_setting("method.forget_weight", self.forget_weight, above=0)
+        check_choice("method.target", self.target, ("zero", "benign"))
+        check_regex_setting("method.params", self.params)
+
 
 def spread_layers(depth: int, count: int = 4) -> list[int]:
     """``count`` layers evenly spaced inside ``depth`` (e.g. 6, 12, 18, 24 of 30), duplicates merged."""
@@ -55,17 +67,17 @@ def spread_layers(depth: int, count: int = 4) -> list[int]:
 class ProbeDirection:
     """Minimise ``forget_weight * mean_l mean_t (h_lt . d_l - c_l)^2 + alpha * NLL(retain)`` (c_l = 0 by default)."""
 
+    unlearning = True
+    retain_text = "optional"
+    frozen_reference = False  # the probes are read off the model before training; no frozen copy is kept
+    search_coefficient = None
+    summary = ("probe-direction unlearning: the component of forget-text activations along linear toxicity-probe "
+               "directions is removed at several layers, with a next-token loss on benign text")
+    paper = ATIL_2026
+
     def __init__(self, config: ProbeDirectionConfig | None = None):
         self.config = config or ProbeDirectionConfig()
-        if self.config.probe_texts_per_class < 2:
-            raise ConfigError("method.probe_texts_per_class must be at least 2")
-        if self.config.alpha < 0 or self.config.forget_weight <= 0:
-            raise ConfigError("method.alpha must be >= 0 and method.forget_weight > 0")
-        if self.config.target not in ("zero", "benign"):
-            raise ConfigError(f"method.target must be 'zero' or 'benign', not {self.config.target!r}")
         self.probes: dict = {}
-        self.heldout_texts: list[str] = []
-        self.heldout_labels: list[int] = []
         self.settings_used: dict = {}
 
     def prepare(self, model, tokenizer) -> None:
@@ -75,17 +87,15 @@ class ProbeDirection:
         _, modules = decoder_layers(model)
         saved = load_probes(self.config.probes) if self.config.probes else None
         layers = self.config.layers or (sorted(saved) if saved else spread_layers(len(modules)))
-        bad = [layer for layer in layers if not 0 <= layer < len(modules)]
-        if bad:
-            raise ConfigError(f"method.layers: layer {bad[0]} is out of range: the model has {len(modules)} layers "
-                              "(0-based)")
+        for layer in layers:
+            check_layer(model, layer, key="method.layers")
         self.layers = sorted(set(layers))
         self.probes = self._probes_from(saved, model) if saved else self._train_probes(model, tokenizer)
         self.directions = [self.probes[layer].direction.float() for layer in self.layers]  # L x (H,)
         # projection each layer's forget activations are pulled to
         self.targets = [self.probes[layer].benign_projection if self.config.target == "benign" else 0.0
                         for layer in self.layers]
-        regex = self.config.params or self._down_proj_regex(model)
+        regex = self.config.params or down_proj_regex(model, self.layers)
         names = freeze_all_but(model, regex)
         self.lora_layers_regex = layers_regex_of(model, names)
         self.settings_used = {"layers": self.layers, "params": regex, "trainable": names,
@@ -104,24 +114,13 @@ class ProbeDirection:
         return {layer: saved[layer] for layer in self.layers}
 
     def _train_probes(self, model, tokenizer) -> dict:
-        from obliviate.toxicity.data import load_toxicity_texts, split
+        from obliviate.toxicity.data import load_toxicity_texts
         from obliviate.toxicity.probes import layer_features, train_probes
 
         c = self.config
         texts, labels = load_toxicity_texts(c.data_dir, max_per_class=c.probe_texts_per_class, seed=c.seed)
         features = layer_features(model, tokenizer, texts, self.layers)
-        _, _, self.heldout_texts, self.heldout_labels = split(texts, labels, 0.2, c.seed)  # train_probes' split
         return train_probes(features, labels, heldout_fraction=0.2, seed=c.seed)
-
-    def _down_proj_regex(self, model) -> str:
-        path, modules = decoder_layers(model)
-        names = {n for n, _ in modules[self.layers[0]].named_parameters()}
-        down = next((d for d in DOWN_PROJ_NAMES if f"{d}.weight" in names), None)
-        if down is None:
-            raise ConfigError("cannot find the MLP down-projections: set method.params to a regex naming the "
-                              "parameters to update")
-        indices = "|".join(map(str, self.layers))
-        return rf"(?:^|\.){re.escape(path)}\.(?:{indices})\.{re.escape(down)}\.weight$"
 
     def loss(self, model, batch):
         forget = batch["forget"]
@@ -140,20 +139,3 @@ class ProbeDirection:
             loss = loss + self.config.alpha * retain_nll
             logs["retain_nll"] = retain_nll.detach()
         return loss, logs
-
-    def report(self, model=None, tokenizer=None) -> dict:
-        """The probes' held-out accuracy per layer before unlearning, and after it on ``model`` when given.
-
-        "After" needs the probes' held-out texts, so it is computed only for probes trained in
-        ``prepare``; for saved probes, call ``toxicity.probes.probe_accuracy`` with your own texts.
-        """
-        from obliviate.toxicity.probes import probe_accuracy
-
-        out = {"layers": self.layers, "probes": self.settings_used.get("probes"),
-               "probe_accuracy_before": {layer: self.probes[layer].accuracy for layer in self.layers},
-               "probe_train_accuracy": {layer: self.probes[layer].train_accuracy for layer in self.layers}}
-        if model is not None and tokenizer is not None and self.heldout_texts:
-            out["probe_accuracy_after"] = probe_accuracy(model, tokenizer, self.probes, self.heldout_texts,
-                                                         self.heldout_labels)
-            out["n_heldout_texts"] = len(self.heldout_texts)
-        return out

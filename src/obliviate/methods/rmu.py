@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import rmu_forget_loss, rmu_retain_loss
-from obliviate.methods._common import hidden_at, on_device_of, prepare_steering
+from obliviate.methods._common import (Paper, check_layer_setting, check_regex_setting, check_setting, hidden_at,
+                                       on_device_of, prepare_steering)
 
 
 @dataclass
@@ -27,9 +28,24 @@ class RMUConfig:
     alpha: float = 100.0  # weight of the retain MSE (official code default; the README uses 1200 for zephyr)
     seed: int = 0  # seed of the random direction u
 
+    def __post_init__(self):
+        check_layer_setting("method.layer", self.layer)
+        check_regex_setting("method.params", self.params)
+        check_setting("method.steering_coeff", self.steering_coeff, above=0)
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class RMU:
     """Minimise ``MSE(h_forget, c u) + alpha * MSE(h_retain, h_retain_frozen)`` at one layer."""
+
+    unlearning = True
+    retain_text = "required"
+    frozen_reference = True
+    search_coefficient = "steering_coeff"
+    summary = ("representation misdirection: forget-text activations at one layer are pushed to a scaled random "
+               "direction, retain-text activations held at the frozen model's")
+    paper = Paper("The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning", "Li et al.", 2024,
+                  "2403.03218")
 
     def __init__(self, config: RMUConfig | None = None):
         self.config = config or RMUConfig()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import sequence_logprob, sequence_token_count, simnpo_loss
-from obliviate.methods._common import logits_of, nll_of
+from obliviate.methods._common import Paper, check_setting, logits_of, nll_of
 
 
 @dataclass
@@ -16,9 +16,22 @@ class SimNPOConfig:
     gamma: float = 0.0  # reward margin of eq. 4 (the paper finds 0 works well for unlearning)
     alpha: float = 1.0  # weight of the NLL on retain text; 0 = no retain text needed
 
+    def __post_init__(self):
+        check_setting("method.beta", self.beta, above=0)
+        check_setting("method.gamma", self.gamma)
+        check_setting("method.alpha", self.alpha, minimum=0)
+
 
 class SimNPO:
     """Minimise ``-(2/beta) E log sigmoid(-(beta/|y|) log pi(y|x) - gamma)`` on forget text (+ alpha * NLL(retain))."""
+
+    unlearning = True
+    retain_text = "optional"
+    frozen_reference = False
+    search_coefficient = None
+    summary = "SimNPO, reference-free and length-normalised negative preference optimization on the forget set"
+    paper = Paper("Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+                  "Fan et al.", 2024, "2410.07163")
 
     def __init__(self, config: SimNPOConfig | None = None):
         self.config = config or SimNPOConfig()

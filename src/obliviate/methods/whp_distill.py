@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from obliviate.losses import soft_label_kl, token_nll
+from obliviate.methods._common import Paper
 
 
 @dataclass
@@ -17,7 +18,18 @@ class WHPDistillConfig:
 
 
 class WHPDistill:
-    """Cross-entropy on generic labels (or KL on soft generic labels) at the mapped positions."""
+    """Cross-entropy on generic labels ``argmax(v_base - alpha * relu(v_reinforced - v_base))`` (or KL to
+    their top-k) at the mapped positions; the labels are set by the WHP pipeline's ``labels.*``.
+    """
+
+    unlearning = False  # trains on the generic labels of `obliviate whp`, not on forget/retain pairs
+    retain_text = "unused"
+    frozen_reference = False
+    search_coefficient = None
+    summary = ("fine-tune the base model on generic labels: its own predictions with the target-specific "
+               "continuations pushed down, using a model reinforced on the target and anchored terms replaced "
+               "by generic ones")
+    paper = Paper("Who's Harry Potter? Approximate Unlearning in LLMs", "Eldan & Russinovich", 2023, "2310.02238")
 
     def __init__(self, config: WHPDistillConfig | None = None):
         self.config = config or WHPDistillConfig()

@@ -17,22 +17,7 @@ from obliviate.reporting.compare import format_number
 from obliviate.reporting.results import change_verdict, comparison_rows, load_evaluations
 from obliviate.runs import atomic_write_text
 
-__all__ = ["METHOD_REFERENCES", "write_model_card"]
-
-# method name (as in the manifest) -> what it does and where it comes from
-METHOD_REFERENCES = {
-    "whp": "Who's Harry Potter? (Eldan & Russinovich, 2023, arXiv:2310.02238): fine-tune the base model on "
-           "generic labels: its own predictions with the target-specific continuations pushed down, using a "
-           "model reinforced on the target and anchored terms replaced by generic ones",
-    "finetune": "plain fine-tuning on the given text (no unlearning-specific loss)",
-    "gradient_ascent": "gradient ascent on the forget set (Jang et al., 2023, Knowledge Unlearning for Mitigating "
-                       "Privacy Risks in Language Models, arXiv:2210.01504)",
-    "grad_diff": "gradient difference: ascent on the forget set, descent on the retain set (TOFU, Maini et al., "
-                 "2024, arXiv:2401.06121)",
-    "npo": "Negative Preference Optimization (Zhang et al., 2024, arXiv:2404.05868)",
-    "simnpo": "SimNPO, reference-free NPO (Fan et al., 2024, arXiv:2410.07163)",
-    "rmu": "Representation Misdirection for Unlearning (WMDP, Li et al., 2024, arXiv:2403.03218)",
-}
+__all__ = ["write_model_card"]
 
 # Embedded model names -> the hub model they were converted from (for the card's base_model).
 EMBEDDED_BASES = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -49,6 +34,13 @@ def _flatten(data, prefix: str = "") -> dict:
     else:
         flat[prefix] = data
     return flat
+
+
+def _method_reference(method: str) -> str:
+    """What the method does and its paper, from the method registry (each method class's facts)."""
+    from obliviate.methods import METHODS, method_reference  # the methods import torch: only when a card is written
+
+    return method_reference(method) if method in METHODS else "see the obliviate documentation"
 
 
 def _md(text) -> str:
@@ -139,7 +131,7 @@ def write_model_card(run_dir) -> Path:
     if inputs:
         out += ["Inputs (sha256):", ""] + [f"- {key}: `{value}`" for key, value in inputs.items()] + [""]
 
-    out += ["## Method", "", f"`{method}`: {METHOD_REFERENCES.get(method, 'see the obliviate documentation')}.", ""]
+    out += ["## Method", "", f"`{method}`: {_method_reference(method)}.", ""]
     settings = {k: v for k, v in _flatten(manifest.get("hyperparameters") or {}).items() if v not in (None, [], {})}
     if settings:
         out += ["| setting | value |", "|---|---|"]

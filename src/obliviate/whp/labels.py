@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from obliviate.losses import IGNORE_INDEX, whp_generic_logits
+from obliviate.losses import IGNORE_INDEX, neutralize_tokens, whp_generic_logits
+from obliviate.methods._common import check_setting
 from obliviate.progress import token_bar
+from obliviate.train import pad_collate
 
 
 @dataclass
@@ -27,19 +29,10 @@ class LabelConfig:
     batch_size: int = 4  # blocks per forward pass
     seed: int = 0  # counterpart draws (one per expression per block)
 
-    def check(self) -> list[tuple[str, bool, str]]:
-        """Range rules (see :func:`obliviate.config.validate`); alpha may be any finite number."""
-        return [("top_k", self.top_k >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1")]
-
-
-def _right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), length), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    def __post_init__(self):
+        check_setting("labels.alpha", self.alpha, minimum=0, hint="the WHP paper uses about 5")
+        check_setting("labels.top_k", self.top_k, minimum=1, integer=True)
+        check_setting("labels.batch_size", self.batch_size, minimum=1, integer=True)
 
 
 def block_generic_logits(base_logits: torch.Tensor, reinforced_logits: torch.Tensor, translated, alpha: float):
@@ -60,15 +53,12 @@ def block_generic_logits(base_logits: torch.Tensor, reinforced_logits: torch.Ten
     positions = torch.nonzero(mapped >= 0).flatten()
     rows = mapped[positions]  # translated positions, (K,)
     base = base_logits[rows].float()  # (K, V)
-    if translated.neutralize:
-        row_mean = base.mean(dim=-1, keepdim=True)  # (K, 1)
-        for start, token_ids in translated.neutralize:
-            after = rows >= start
-            if after.any() and token_ids:
-                ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
-                sub = base[after]
-                sub[:, ids] = row_mean[after].expand(-1, len(ids))
-                base[after] = sub
+    # a row neutralises the tokens of every entry starting at or before it, all set to its untouched row mean
+    row_tokens = [frozenset(t for start, ids in translated.neutralize if start <= row for t in ids)
+                  for row in rows.tolist()]
+    for tokens in set(row_tokens) - {frozenset()}:
+        where = torch.tensor([t == tokens for t in row_tokens])
+        base[where] = neutralize_tokens(base[where], torch.tensor(sorted(tokens), dtype=torch.long))
     generic = whp_generic_logits(base, reinforced_logits[positions], alpha)
     return positions, generic
 
@@ -101,10 +91,12 @@ def generate_generic_labels(base_model, reinforced_model, blocks: list[list[int]
         chunk = blocks[start:start + config.batch_size]
         translated = [matcher.translate(b, random.Random(config.seed * 1_000_003 + start + i))
                       for i, b in enumerate(chunk)]
-        t_ids, t_mask = _right_pad([t.translated_ids for t in translated], pad_id)
-        o_ids, o_mask = _right_pad(chunk, pad_id)
-        base_logits = base_model(input_ids=t_ids.to(device), attention_mask=t_mask.to(device)).logits  # (b, M, V)
-        rein_logits = reinforced_model(input_ids=o_ids.to(device), attention_mask=o_mask.to(device)).logits  # (b, N, V)
+        t = pad_collate([{"input_ids": t.translated_ids} for t in translated], pad_id)
+        o = pad_collate([{"input_ids": b} for b in chunk], pad_id)
+        base_logits = base_model(input_ids=t["input_ids"].to(device),
+                                 attention_mask=t["attention_mask"].to(device)).logits  # (b, M, V)
+        rein_logits = reinforced_model(input_ids=o["input_ids"].to(device),
+                                       attention_mask=o["attention_mask"].to(device)).logits  # (b, N, V)
         for i, (block, tr) in enumerate(zip(chunk, translated)):
             positions, generic = block_generic_logits(base_logits[i], rein_logits[i], tr, config.alpha)
             positions = positions.cpu()
@@ -137,17 +129,10 @@ def save_labels(examples: list[dict], path: Path) -> None:
     """Store labels as one safetensors file (fields stacked, blocks padded, with their lengths)."""
     from safetensors.torch import save_file
 
-    lengths = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
-    tensors = {"lengths": lengths}
-    length = int(lengths.max())
-    for key in examples[0]:
-        first = examples[0][key]
-        fill = IGNORE_INDEX if key == "labels" else 0
-        out = torch.full((len(examples), length, *first.shape[1:]), fill, dtype=first.dtype)
-        for i, e in enumerate(examples):
-            out[i, : len(e[key])] = e[key]
-        tensors[key] = out.contiguous()
-    save_file(tensors, str(path))
+    tensors = pad_collate(examples, pad_id=0)  # labels padded with IGNORE_INDEX, every other field with 0
+    del tensors["attention_mask"]  # the lengths say where each block ends
+    tensors["lengths"] = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
+    save_file({key: value.contiguous() for key, value in tensors.items()}, str(path))
 
 
 def load_labels(path: Path) -> list[dict]:
