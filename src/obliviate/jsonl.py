@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -51,3 +52,16 @@ def jsonl_objects(path, kind: str, example: str) -> Iterator[tuple[str, dict]]:
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object like {example}.")
         yield where, record
+
+
+def display_path(path) -> str:
+    """A path as text that JSON, YAML and a UTF-8 terminal can all take.
+
+    File names that are not valid UTF-8 (e.g. ``b'caf\\xe9.txt'`` on Linux) come into Python as
+    lone surrogates, which no UTF-8 writer can encode; their bytes are written as ``\\xe9``
+    escapes instead. Valid names are returned unchanged.
+
+    Args:
+        path: a ``str``, ``bytes`` or ``os.PathLike`` path.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
