@@ -242,12 +242,13 @@ def resolve_model_path(spec: str) -> str:
 
 
 def _check_weights(folder: Path, spec: str) -> None:
-    names = ("adapter_model.safetensors", "adapter_model.bin") if is_adapter_dir(folder) else \
-        ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
+    if is_adapter_dir(folder):
+        names, what = ("adapter_model.safetensors", "adapter_model.bin"), "an adapter config"
+    else:
+        names, what = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json"), "a model config"
     if not any(any(folder.glob(name)) for name in names):
-        raise ModelError(f"'{display_path(spec)}' holds a model config but no weights "
-                         f"({' or '.join(names)}): the save was interrupted or the files were removed; "
-                         "save the model again")
+        raise ModelError(f"'{display_path(spec)}' holds {what} but no weights ({names[0]} or {names[1]}): "
+                         "the save was interrupted or the files were removed; save the model again")
 
 
 def is_adapter_dir(path) -> bool:
