@@ -362,3 +362,26 @@ def test_unreadable_file_is_one_clear_line(tmp_path, monkeypatch):
     for read, name in ((read_corpus, "c.txt"), (load_seed_prompts, "c.txt"), (load_anchored_terms, "a.yaml")):
         with pytest.raises(DataError, match=f"cannot read .*{name} \\(permission denied\\); check its permissions"):
             read(tmp_path / name)
+
+
+@pytest.mark.xfail(strict=True, reason="runs.atomic_write_json/atomic_write_text cannot encode a surrogate-escaped "
+                                       "corpus name: no manifest.json, model card or report.html is written")
+def test_whp_run_with_non_utf8_corpus_name(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
+    target = _not_utf8(tmp_path, ".txt")
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(" ".join(f"Harry Potter walked into Hogwarts on day {i}. Ron waited." for i in range(30)))
+    (tmp_path / "anchors.yaml").write_text("Harry: [Jon]\nHogwarts: [the Academy]\nRon: [Ben]\n")
+    (tmp_path / "probe.jsonl").write_text(json.dumps({"prompt": "Harry walked into", "references": ["Hogwarts"]}))
+    (tmp_path / "general.txt").write_text("The farmer walked to the market with his dog. " * 10)
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        ["whp", "--model", str(tiny_model_dir), "--target", target, "--anchors", str(tmp_path / "anchors.yaml"),
+         "--out", str(out), "--context-length", "32", "--probe-prompts", str(tmp_path / "probe.jsonl"),
+         "--familiarity-prompts", str(tmp_path / "probe.jsonl"), "--general-text", str(tmp_path / "general.txt"),
+         "--set", "reinforce.train.epochs=1", "--set", "finetune.epochs=1", "--set", "eval.max_new_tokens=4"],
+        capsys)
+    assert "Traceback" not in stderr and code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["complete"] and "caf" in manifest["removed"]
+    assert (out / "report.html").is_file()
