@@ -225,3 +225,83 @@ def test_eval_cli_on_adapter_run(tiny_model_dir, tiny_tokenizer, tmp_path, monke
                    for label in ("base", "adapter")}
     assert evaluations["adapter"]["model"]["weights_sha256"] == load_model(str(run)).weights_hash
     assert evaluations["adapter"]["metrics"]["ppl"]["value"] != evaluations["base"]["metrics"]["ppl"]["value"]
+
+
+def write_tiny_gguf(model, tokenizer, path) -> None:
+    """Write a Llama model and its byte-level BPE tokenizer as a float32 GGUF file (llama.cpp layout)."""
+    import json
+
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    writer.add_rope_freq_base(float((getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    tokens = [t for t, _ in sorted(state["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in tokenizer.all_special_tokens else gguf.TokenType.NORMAL
+                            for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+    def rope_permute(x, n_head):  # llama.cpp stores q/k rows in interleaved rotary order
+        return x.reshape(n_head, 2, x.shape[0] // n_head // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
+    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for i in range(cfg.num_hidden_layers):
+        for hf_name, gguf_name in names.items():
+            x = weights[f"model.layers.{i}.{hf_name}.weight"]
+            if gguf_name in ("attn_q", "attn_k"):
+                x = rope_permute(x, cfg.num_attention_heads if gguf_name == "attn_q" else cfg.num_key_value_heads)
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", np.ascontiguousarray(x))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_changed_at_the_same_path_is_converted_again(tiny_tokenizer, tmp_path, monkeypatch):
+    pytest.importorskip("gguf")
+    from conftest import build_tiny_model
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
+    ids = torch.tensor([tiny_tokenizer("Harry Potter went to Hogwarts")["input_ids"]])
+    path = tmp_path / "tiny.gguf"
+    first, second = (build_tiny_model(tiny_tokenizer, seed=s, train_steps=0) for s in (1, 2))
+    write_tiny_gguf(first, tiny_tokenizer, path)
+    loaded = load_model(str(path))
+    assert loaded.tokenizer("Harry Potter went to Hogwarts")["input_ids"] == ids[0].tolist()
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(ids).logits, first(ids).logits, atol=1e-5)
+    converted = resolve_model_path(str(path))
+    marker = os.path.join(converted, ".complete")
+    before = os.stat(marker).st_mtime_ns
+    assert resolve_model_path(str(path)) == converted and os.stat(marker).st_mtime_ns == before  # cached
+
+    stat = path.stat()
+    write_tiny_gguf(second, tiny_tokenizer, path)  # same path, same size, mtime set back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    reloaded = load_model(str(path))
+    assert reloaded.path != converted and reloaded.weights_hash != loaded.weights_hash
+    with torch.no_grad():
+        assert torch.allclose(reloaded.model(ids).logits, second(ids).logits, atol=1e-5)
