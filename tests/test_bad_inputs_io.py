@@ -385,3 +385,51 @@ def test_whp_run_with_non_utf8_corpus_name(tiny_model_dir, tmp_path, capsys, mon
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["complete"] and "caf" in manifest["removed"]
     assert (out / "report.html").is_file()
+
+
+# ---- every reader of a user's file: one-line DataError that names the file
+
+
+def _read_prompts(path):
+    from obliviate.jsonl import jsonl_objects
+
+    return list(jsonl_objects(path, "prompt file", '{"prompt": ...}'))
+
+
+def _readers():
+    from obliviate.corpus import read_corpus
+    from obliviate.synthesize import load_seed_prompts
+    from obliviate.whp.anchors import load_anchored_terms
+
+    return {"corpus": (read_corpus, ".txt"), "seeds": (load_seed_prompts, ".txt"),
+            "anchors": (load_anchored_terms, ".yaml"), "prompts": (_read_prompts, ".jsonl")}
+
+
+BAD_FILES = {  # kind -> (make it, words the message must hold)
+    "missing": (lambda p: None, "not found"),
+    "folder": (lambda p: p.mkdir(), "folder"),
+    "latin1": (lambda p: p.write_bytes("caf\xe9: [x]".encode("latin-1")), "UTF-8"),
+    "binary": (lambda p: p.write_bytes(b"\x00\x01\x02: x"), ""),
+    "bad-json-line": (lambda p: p.write_text('{"prompt": "x"}\n{oops\n'), ""),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+@pytest.mark.parametrize("reader", ["corpus", "seeds", "anchors", "prompts"])
+def test_every_reader_refuses_bad_files_in_one_line(tmp_path, reader, kind):
+    from obliviate.errors import DataError
+
+    read, suffix = _readers()[reader]
+    make, words = BAD_FILES[kind]
+    path = tmp_path / f"input{suffix}"
+    make(path)
+    if kind == "bad-json-line" and reader in ("corpus", "seeds"):
+        path = path.with_suffix(".jsonl") if reader == "corpus" else path
+        path.write_text('{"text": "x"}\n{oops\n')
+        if reader == "seeds":  # any text is a prompt
+            assert read(path)
+            return
+    with pytest.raises(DataError) as caught:
+        read(path)
+    message = str(caught.value)
+    assert "\n" not in message and path.name in message and words in message, message

@@ -63,12 +63,18 @@ def _read(path: Path):
     if not path.exists():
         raise DataError(f"{shown}: anchored-terms file not found; check the path")
     raw = read_bytes(path, "anchored-terms file")
+    if b"\x00" in raw[:8192]:
+        raise DataError(f"{shown}: looks like a binary file; anchored terms must be UTF-8 JSON or YAML")
     try:
         text = raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{shown}: not valid UTF-8 (byte {exc.start}); convert it, e.g. "
+                        "`iconv -f latin1 -t utf-8`") from exc
+    try:
         if path.suffix.lower() == ".json":
             return json.loads(text, object_pairs_hook=_refuse_duplicates)
         return yaml.load(text, Loader=_UniqueKeyLoader)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         detail = " ".join(str(exc).split())
         raise DataError(f"{shown}: cannot decode anchored terms ({detail}); fix the file") from exc
 
