@@ -36,7 +36,6 @@ def kit(tmp_path_factory, tiny_model_dir):
     (k / "bad.jsonl").write_text('{"text": "Harry"}\n{not json\n')
     (k / "nofield.jsonl").write_text('{"body": "Harry"}\n')
     (k / "emptydir").mkdir()
-    (k / "dir.txt").mkdir()
     (k / "folder.yaml").mkdir()
     (k / "seeds.txt").write_text("Harry Potter and\nHermione said\n")
     (k / "seeds_comments.txt").write_text("# only comments\n\n")
@@ -55,7 +54,8 @@ def kit(tmp_path_factory, tiny_model_dir):
     good = {"name": "tiny", "metrics": [{"name": "ppl", "type": "perplexity", "texts": {"files": ["text.txt"]}}]}
     (k / "suite.yaml").write_text(yaml.safe_dump(good))
     (k / "suite_unknown_key.yaml").write_text(yaml.safe_dump({**good, "extra": 1}))
-    (k / "suite_duplicate_key.yaml").write_text("name: tiny\nname: again\n" + yaml.safe_dump({"metrics": good["metrics"]}))
+    (k / "suite_duplicate_key.yaml").write_text("name: tiny\nname: again\n"
+                                                + yaml.safe_dump({"metrics": good["metrics"]}))
     missing = {"name": "tiny", "metrics": [{"name": "ppl", "type": "perplexity", "texts": {"files": ["gone.txt"]}}]}
     (k / "suite_missing_data.yaml").write_text(yaml.safe_dump(missing))
     (k / "suite_empty.yaml").write_text("")
@@ -191,7 +191,8 @@ CASES = [
     Case("compare-bound-not-a-number", argv=["compare", "{kit}/good_eval", "{kit}/good_eval", "--require",
                                              "value:ppl<=abc"], says="abc"),
     # ---- report
-    Case("report-not-a-run", argv=["report", "{kit}/emptydir"], says="emptydir", outputs=["{kit}/emptydir/report.html"]),
+    Case("report-not-a-run", argv=["report", "{kit}/emptydir"], says="emptydir",
+         outputs=["{kit}/emptydir/report.html"]),
     Case("report-missing-folder", argv=["report", "{kit}/no_such_run"], says="no_such_run",
          outputs=["{kit}/no_such_run/report.html"]),
     Case("report-corrupt-metrics", argv=["report", "{kit}/corrupt"], says="metrics.json",

@@ -92,12 +92,18 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _is_gguf(path: Path) -> bool:
+def _check_gguf_file(path: Path) -> None:
+    """Raise ModelError unless ``path`` is a readable file that starts with the GGUF magic bytes."""
+    if not path.is_file():
+        raise ModelError(f"GGUF file '{display_path(path)}' not found: check the path")
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) == b"GGUF"
+            magic = fh.read(4)
     except OSError as exc:
         raise ModelError(f"cannot read '{display_path(path)}' ({exc.strerror or exc}): check its permissions") from exc
+    if magic != b"GGUF":
+        raise ModelError(f"'{display_path(path)}' is not a GGUF file (it does not start with 'GGUF'): "
+                         "pass a valid .gguf file, an HF model folder or a hub id")
 
 
 def gguf_content_key(gguf_path) -> str:
@@ -216,11 +222,7 @@ def resolve_model_path(spec: str) -> str:
         return str(_convert_gguf(gguf, gguf_cache_dir(gguf, name=spec)))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelError(f"GGUF file '{display_path(spec)}' not found: check the path")
-        if not _is_gguf(path):
-            raise ModelError(f"'{display_path(path)}' is not a GGUF file (it does not start with 'GGUF'): "
-                             "pass a valid .gguf file, an HF model folder or a hub id")
+        _check_gguf_file(path)
         return str(_convert_gguf(path.resolve()))
     if path.is_dir():
         for folder in (path, path / "model"):  # a model folder, or a run folder's model/
@@ -298,8 +300,9 @@ def adapter_base_spec(adapter_dir) -> str:
             return candidate
         except ModelError as exc:
             errors.append(str(exc))
+    reason = errors[-1] if errors else "it names itself"
     raise ModelError(f"cannot find the base model of the adapter in '{display_path(adapter_dir)}' "
-                     f"(tried {', '.join(map(display_path, candidates))}): {errors[-1] if errors else 'it names itself'}")
+                     f"(tried {', '.join(map(display_path, candidates))}): {reason}")
 
 
 def default_dtype(device: str | None = None):
@@ -314,7 +317,7 @@ def default_dtype(device: str | None = None):
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
-               trust_remote_code: bool = False, _depth: int = 0) -> LoadedModel:
+               trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
     Args:
@@ -329,18 +332,19 @@ def load_model(spec: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
     Returns:
         A :class:`LoadedModel`.
     """
+    return _load(spec, dtype, device, trust_remote_code, depth=0)
+
+
+def _load(spec: str, dtype, device: str | None, trust_remote_code: bool, depth: int) -> LoadedModel:
+    """``load_model``; ``depth`` counts adapters stacked on adapters (a run whose base is a run)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     path = resolve_model_path(spec)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None) if not dtype.startswith("_") else None
-        if not isinstance(dtype, torch.dtype):
-            raise ModelError("dtype must be a torch dtype name such as float32 or bfloat16")
-    dtype = dtype or default_dtype(device)
+    dtype = _torch_dtype(dtype, device)
     if is_adapter_dir(path):
-        return _load_adapter(spec, Path(path), dtype, device, trust_remote_code, _depth)
+        return _load_adapter(spec, Path(path), dtype, device, trust_remote_code, depth)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -360,14 +364,40 @@ def load_model(spec: str = DEFAULT_MODEL, dtype=None, device: str | None = None,
     return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path)
 
 
-def _load_adapter(spec: str, adapter_dir: Path, dtype, device, trust_remote_code: bool, depth: int) -> LoadedModel:
-    """Base model + saved LoRA adapter, merged (a plain model with the adapter folded in)."""
+def _torch_dtype(dtype, device):
+    import torch
+
+    if isinstance(dtype, str):
+        name, dtype = dtype, getattr(torch, dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ModelError(f"unknown dtype '{name}': use float32, bfloat16 or float16")
+    return dtype or default_dtype(device)
+
+
+def load_adapter(adapter_dir, base_spec: str | None = None, dtype=None, device: str | None = None,
+                 trust_remote_code: bool = False) -> LoadedModel:
+    """Load a saved LoRA adapter on its base model, merged (a plain model with the adapter folded in).
+
+    Args:
+        adapter_dir: a folder with ``adapter_config.json`` and the adapter weights.
+        base_spec: the base model; default: :func:`adapter_base_spec` finds it.
+        dtype, device, trust_remote_code: as for :func:`load_model`.
+
+    Returns:
+        A :class:`LoadedModel` whose ``path`` is the adapter folder and whose ``weights_hash``
+        covers the base weights and the adapter.
+    """
+    return _load_adapter(str(adapter_dir), Path(adapter_dir), _torch_dtype(dtype, device), device, trust_remote_code,
+                         depth=0, base_spec=base_spec)
+
+
+def _load_adapter(spec: str, adapter_dir: Path, dtype, device, trust_remote_code: bool, depth: int,
+                  base_spec: str | None = None) -> LoadedModel:
     from peft import PeftModel
 
     if depth >= 8:
         raise ModelError(f"'{display_path(adapter_dir)}': adapters stacked more than 8 deep (a loop of runs?)")
-    base = load_model(adapter_base_spec(adapter_dir), dtype=dtype, device=device,
-                      trust_remote_code=trust_remote_code, _depth=depth + 1)
+    base = _load(base_spec or adapter_base_spec(adapter_dir), dtype, device, trust_remote_code, depth + 1)
     try:
         model = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -411,7 +441,7 @@ def weights_hash(path: str) -> str | None:
     p = Path(path)
     if p.is_dir() and is_adapter_dir(p):
         base_hash = weights_hash(resolve_model_path(adapter_base_spec(p)))
-        return _adapter_hash(base_hash or "", p) if base_hash else None
+        return _adapter_hash(base_hash, p) if base_hash else None
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
     if not files:
         return None

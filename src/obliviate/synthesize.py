@@ -17,7 +17,8 @@ from obliviate.errors import ConfigError, DataError
 from obliviate.jsonl import display_path, text_lines, write_text_atomic
 from obliviate.scoring import generate
 
-__all__ = ["check_sampling_settings", "load_seed_prompts", "synthesize_records", "synthesize_corpus", "write_corpus", "is_degenerate"]
+__all__ = ["check_sampling_settings", "load_seed_prompts", "synthesize_records", "synthesize_corpus", "write_corpus",
+           "is_degenerate"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def load_seed_prompts(path) -> list[str]:
     lines = text_lines(path, "seed prompt file", "give a text file with one prompt per line")
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise DataError(f"seed prompt file {display_path(path)} holds no prompt; add one prompt per line ('#' starts a comment).")
+        raise DataError(f"seed prompt file {display_path(path)} holds no prompt; add one prompt per line "
+                        "('#' starts a comment).")
     return prompts
 
 
