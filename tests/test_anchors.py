@@ -99,7 +99,7 @@ def test_load_missing_file(tmp_path):
 def test_load_undecodable_bytes(tmp_path):
     path = tmp_path / "a.yaml"
     path.write_bytes(b"Harry: \xff\xfe\n")
-    with pytest.raises(DataError, match="cannot decode"):
+    with pytest.raises(DataError, match="not valid UTF-8"):
         load_anchored_terms(path)
 
 

@@ -78,41 +78,53 @@ def cmd_run(args) -> int:
 
 def cmd_anchors_propose(args) -> int:
     from obliviate.corpus import read_corpus
-    from obliviate.models import load_model
-    from obliviate.whp.propose import propose_anchored_terms, write_proposal
+    from obliviate.errors import ConfigError
+    from obliviate.jsonl import display_path
+    from obliviate.models import check_same_tokenizer, load_model
+    from obliviate.whp.propose import check_proposal_path, propose_anchored_terms, write_proposal
 
-    base = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    reinforced = load_model(args.reinforced).model if args.reinforced else None
-    if reinforced is not None:
-        from obliviate.models import check_same_tokenizer, load_model as _load
-
-        check_same_tokenizer(base.tokenizer, _load(args.reinforced).tokenizer)
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    check_proposal_path(args.out)
     if not args.reference:
         from obliviate.demo import resource
 
         args.reference = [str(resource("demo", "general_text.txt"))]
-    rows = propose_anchored_terms(read_corpus(args.target), read_corpus(args.reference),
-                                  base.tokenizer, base_model=base.model if reinforced is not None else None,
-                                  reinforced_model=reinforced, top_k=args.top_k, seed=args.seed)
+    target, reference = read_corpus(args.target), read_corpus(args.reference)
+    base = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    reinforced = load_model(args.reinforced, trust_remote_code=args.trust_remote_code) if args.reinforced else None
+    if reinforced is not None:
+        check_same_tokenizer(base.tokenizer, reinforced.tokenizer)
+    rows = propose_anchored_terms(target, reference, base.tokenizer,
+                                  base_model=base.model if reinforced is not None else None,
+                                  reinforced_model=reinforced.model if reinforced is not None else None,
+                                  top_k=args.top_k, seed=args.seed)
     write_proposal(rows, args.out)
-    print(f"wrote {len(rows)} proposed anchored terms to {args.out}: review and edit before use")
+    print(f"wrote {len(rows)} proposed anchored terms to {display_path(args.out)}: review and edit before use")
     return 0
 
 
 def cmd_synthesize(args) -> int:
+    from obliviate.errors import ConfigError, DataError
+    from obliviate.jsonl import check_output_file, display_path
     from obliviate.models import load_model
-    from obliviate.synthesize import load_seed_prompts, synthesize_records, write_corpus
+    from obliviate.synthesize import check_sampling_settings, load_seed_prompts, synthesize_records, write_corpus
 
-    seeds = load_seed_prompts(args.seeds) if args.seeds else [s for s in (args.prompt or [])]
+    if args.seeds and args.prompt:
+        raise ConfigError("pass --seeds FILE or --prompt TEXT, not both")
+    check_sampling_settings(args.n, args.max_new_tokens, args.temperature, batch_size=args.batch_size)
+    check_output_file(args.out, "corpus file")
+    seeds = load_seed_prompts(args.seeds) if args.seeds else [s.strip() for s in (args.prompt or []) if s.strip()]
     if not seeds:
-        from obliviate.errors import DataError
-
         raise DataError("no seed prompts: pass --seeds FILE or --prompt TEXT")
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
     texts = synthesize_records(loaded.model, loaded.tokenizer, seeds, args.n, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+                               temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+    if not texts:
+        raise DataError(f"all {args.n} samples were empty or one repeated word, so nothing was written to "
+                        f"{display_path(args.out)}: raise --max-new-tokens or --n, or try another --model")
     write_corpus(texts, args.out)
-    print(f"wrote {len(texts)} texts to {args.out}")
+    print(f"wrote {len(texts)} texts to {display_path(args.out)}")
     return 0
 
 

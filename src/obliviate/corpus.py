@@ -6,12 +6,14 @@ import glob
 import hashlib
 import json
 import math
+import os
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from obliviate.errors import DataError
+from obliviate.jsonl import display_path, read_bytes
 
 _GUTENBERG_START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*?\*{3}\s*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
@@ -39,33 +41,42 @@ def expand_sources(sources: list[str] | str) -> list[Path]:
     files: list[Path] = []
     for source in sources:
         source = str(source)
+        shown = display_path(source)
+        if not source.strip():
+            raise DataError("a corpus path is empty: give a file, folder or glob pattern")
         path = Path(source).expanduser()
         if any(ch in source for ch in "*?["):
             matched = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
             if not matched:
-                raise DataError(f"no file matches '{source}': check the pattern")
+                raise DataError(f"no file matches '{shown}': check the pattern")
             files.extend(matched)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES)
+            try:
+                found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                               and p.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES)
+            except OSError as exc:
+                raise DataError(f"cannot list folder '{shown}' ({exc.strerror or exc}): check its permissions") from exc
             if not found:
-                raise DataError(f"folder '{source}' holds no .txt, .md or .jsonl file")
+                raise DataError(f"folder '{shown}' holds no .txt, .md or .jsonl file")
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise DataError(f"corpus path '{shown}' is not a regular file or folder: give a text or JSONL file")
         else:
-            raise DataError(f"corpus file '{source}' not found: check the path")
+            raise DataError(f"corpus file '{shown}' not found: check the path")
     return files
 
 
 def _read_file(path: Path, text_field: str) -> list[str]:
-    raw = path.read_bytes()
+    shown = display_path(path)
+    raw = read_bytes(path, "corpus file")
     if b"\x00" in raw[:8192]:
-        raise DataError(f"'{path}' looks like a binary file, not text: pass UTF-8 text or JSONL")
+        raise DataError(f"'{shown}' looks like a binary file, not text: pass UTF-8 text or JSONL")
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"'{path}' is not valid UTF-8 (byte {exc.start}): convert it, e.g. "
+        raise DataError(f"'{shown}' is not valid UTF-8 (byte {exc.start}): convert it, e.g. "
                         f"`iconv -f latin1 -t utf-8`") from exc
     if path.suffix.lower() not in JSONL_SUFFIXES:
         return [clean_text(decoded)]
@@ -76,9 +87,10 @@ def _read_file(path: Path, text_field: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"'{path}' line {n} is not valid JSON: {exc.msg}") from exc
+            raise DataError(f"'{shown}' line {n} is not valid JSON ({exc.msg}): fix the line so it is one "
+                            f'JSON object like {{"{text_field}": "..."}}') from exc
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise DataError(f"'{path}' line {n} has no string field '{text_field}': "
+            raise DataError(f"'{shown}' line {n} has no string field '{text_field}': "
                             "set the field name with --text-field")
         texts.append(clean_text(record[text_field]))
     return texts
@@ -100,7 +112,7 @@ def read_corpus(sources: list[str] | str, text_field: str = "text") -> list[str]
     files = expand_sources(sources)
     docs = [t for f in files for t in _read_file(f, text_field) if t.strip()]
     if not docs:
-        raise DataError(f"the corpus ({', '.join(map(str, files))}) is empty: give a file with text in it")
+        raise DataError(f"the corpus ({', '.join(map(display_path, files))}) is empty: give a file with text in it")
     return docs
 
 
@@ -108,8 +120,8 @@ def corpus_hash(sources: list[str] | str) -> str:
     """sha256 over the bytes of every corpus file (with their names), for the manifest."""
     digest = hashlib.sha256()
     for f in expand_sources(sources):
-        digest.update(f.name.encode())
-        digest.update(f.read_bytes())
+        digest.update(os.fsencode(f.name))
+        digest.update(read_bytes(f, "corpus file"))
     return digest.hexdigest()
 
 

@@ -131,20 +131,18 @@ def save_model(model, tokenizer, out_dir, settings: LoraSettings):
 
 def is_adapter_dir(path) -> bool:
     """Whether a folder holds a peft adapter (rather than a whole model)."""
-    return (Path(path) / "adapter_config.json").is_file()
+    from obliviate.models import is_adapter_dir as _is_adapter_dir
+
+    return _is_adapter_dir(path)
 
 
 def load_with_adapter(base_spec: str, adapter_dir, device: str | None = None, trust_remote_code: bool = False):
     """Load the base model, apply a saved adapter and merge it (for evaluation).
 
     Returns:
-        A :class:`obliviate.models.LoadedModel` whose ``path`` is the adapter folder.
+        A :class:`obliviate.models.LoadedModel` whose ``path`` is the adapter folder and whose
+        ``weights_hash`` covers the base weights and the adapter (see ``models.load_adapter``).
     """
-    from peft import PeftModel
+    from obliviate.models import load_adapter
 
-    from obliviate.models import LoadedModel, load_model
-
-    base = load_model(base_spec, device=device, trust_remote_code=trust_remote_code)
-    model = PeftModel.from_pretrained(base.model, str(adapter_dir)).merge_and_unload()
-    model.eval()
-    return LoadedModel(model=model, tokenizer=base.tokenizer, spec=str(adapter_dir), path=str(adapter_dir))
+    return load_adapter(adapter_dir, base_spec=base_spec, device=device, trust_remote_code=trust_remote_code)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
+import math
 from pathlib import Path
 
 from obliviate.errors import ConfigError, DataError
-from obliviate.jsonl import text_lines
+from obliviate.jsonl import display_path, text_lines, write_text_atomic
 from obliviate.scoring import generate
 
-__all__ = ["load_seed_prompts", "synthesize_records", "synthesize_corpus", "write_corpus", "is_degenerate"]
+__all__ = ["check_sampling_settings", "load_seed_prompts", "synthesize_records", "synthesize_corpus", "write_corpus",
+           "is_degenerate"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def load_seed_prompts(path) -> list[str]:
     lines = text_lines(path, "seed prompt file", "give a text file with one prompt per line")
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise DataError(f"seed prompt file {path} holds no prompt; add one prompt per line ('#' starts a comment).")
+        raise DataError(f"seed prompt file {display_path(path)} holds no prompt; add one prompt per line "
+                        "('#' starts a comment).")
     return prompts
 
 
@@ -53,6 +54,25 @@ def is_degenerate(continuation: str) -> bool:
     """
     words = continuation.split()
     return len(continuation.strip()) < MIN_CONTINUATION_CHARS or len(set(words)) <= 1
+
+
+def check_sampling_settings(n_samples: int, max_new_tokens: int, temperature: float, top_p: float = 0.95,
+                            batch_size: int = 8) -> None:
+    """Refuse, before any model is loaded, settings that cannot sample a corpus.
+
+    Raises:
+        ConfigError: a count below 1, a temperature that is not a finite number above 0, or a
+            top_p outside (0, 1].
+    """
+    for name, value in (("n_samples (--n)", n_samples), ("max_new_tokens (--max-new-tokens)", max_new_tokens),
+                        ("batch_size (--batch-size)", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}.")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ConfigError(f"temperature (--temperature) must be a finite number above 0, got {temperature!r}; "
+                          "0.9 is the usual choice.")
+    if not isinstance(top_p, (int, float)) or not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}.")
 
 
 def _chat_prompt(tokenizer, seed_prompt: str) -> str:
@@ -84,8 +104,7 @@ def synthesize_records(
         `[{"text": str, "seed_prompt": str}]` in sample order, degenerate samples dropped (so
         possibly fewer than `n_samples`).
     """
-    if n_samples < 1:
-        raise ConfigError(f"n_samples must be at least 1, got {n_samples}.")
+    check_sampling_settings(n_samples, max_new_tokens, temperature, top_p, batch_size)
     if not seed_prompts:
         raise DataError("no seed prompts; load some with load_seed_prompts.")
     chosen = [seed_prompts[i % len(seed_prompts)] for i in range(n_samples)]
@@ -157,7 +176,8 @@ def synthesize_corpus(
         The texts, in sample order.
 
     Raises:
-        ConfigError: `n_samples` < 1, or `chat=True` with a tokenizer that has no chat template.
+        ConfigError: a setting `check_sampling_settings` refuses, or `chat=True` with a tokenizer
+            that has no chat template.
         DataError: no seed prompts.
     """
     records = synthesize_records(
@@ -173,19 +193,14 @@ def write_corpus(texts, path) -> None:
     Args:
         texts: strings (written with `"seed_prompt": null`) or the records of `synthesize_records`.
         path: the JSONL file; its folder is created if needed.
+
+    Raises:
+        DataError: the file cannot be written (a folder, a read-only place, a full disk).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for item in texts:
-                record = {"text": item, "seed_prompt": None} if isinstance(item, str) else item
-                line = {"text": record["text"], "seed_prompt": record.get("seed_prompt")}
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    def lines():
+        for item in texts:
+            record = {"text": item, "seed_prompt": None} if isinstance(item, str) else item
+            yield json.dumps({"text": record["text"], "seed_prompt": record.get("seed_prompt")},
+                             ensure_ascii=False) + "\n"
+
+    write_text_atomic(path, lines(), "corpus file")

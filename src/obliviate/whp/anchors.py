@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import DataError
+from obliviate.jsonl import display_path, read_bytes
 
 ANCHOR_SUFFIXES = (".json", ".yaml", ".yml")
 # How an expression can be written in a block: as encoded alone (start of block), after a
@@ -54,40 +55,48 @@ def _refuse_duplicates(pairs):
 
 
 def _read(path: Path):
+    shown = display_path(path)
     if path.suffix.lower() not in ANCHOR_SUFFIXES:
         raise DataError(
-            f"{path}: anchored terms must be a .json, .yaml or .yml file; rename or convert it"
+            f"{shown}: anchored terms must be a .json, .yaml or .yml file; rename or convert it"
         )
-    if not path.is_file():
-        raise DataError(f"{path}: anchored-terms file not found; check the path")
+    if not path.exists():
+        raise DataError(f"{shown}: anchored-terms file not found; check the path")
+    raw = read_bytes(path, "anchored-terms file")
+    if b"\x00" in raw[:8192]:
+        raise DataError(f"{shown}: looks like a binary file; anchored terms must be UTF-8 JSON or YAML")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{shown}: not valid UTF-8 (byte {exc.start}); convert it, e.g. "
+                        "`iconv -f latin1 -t utf-8`") from exc
+    try:
         if path.suffix.lower() == ".json":
             return json.loads(text, object_pairs_hook=_refuse_duplicates)
         return yaml.load(text, Loader=_UniqueKeyLoader)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         detail = " ".join(str(exc).split())
-        raise DataError(f"{path}: cannot decode anchored terms ({detail}); fix the file") from exc
+        raise DataError(f"{shown}: cannot decode anchored terms ({detail}); fix the file") from exc
 
 
-def _parse_entry(key, value, path: Path, where: str) -> tuple[str, list[str]]:
+def _parse_entry(key, value, shown: str, where: str) -> tuple[str, list[str]]:
     """One `expression: counterpart(s)` entry -> (expression, distinct non-identity counterparts)."""
     if not isinstance(key, str):
-        raise DataError(f"{path}: {where}expression {key!r} is not a string; quote it")
+        raise DataError(f"{shown}: {where}expression {key!r} is not a string; quote it")
     expression = key.strip()
     if not expression:
-        raise DataError(f"{path}: {where}an expression is empty; remove that entry")
+        raise DataError(f"{shown}: {where}an expression is empty; remove that entry")
     values = [value] if isinstance(value, str) else value
     if not isinstance(values, list) or not values:
         raise DataError(
-            f"{path}: {where}{expression!r} must map to a counterpart string or a non-empty "
+            f"{shown}: {where}{expression!r} must map to a counterpart string or a non-empty "
             f"list of them, got {value!r}"
         )
     counterparts: list[str] = []
     for item in values:
         if not isinstance(item, str) or not item.strip():
             raise DataError(
-                f"{path}: {where}{expression!r} has counterpart {item!r}; counterparts must be "
+                f"{shown}: {where}{expression!r} has counterpart {item!r}; counterparts must be "
                 "non-empty strings"
             )
         item = item.strip()
@@ -120,35 +129,36 @@ def load_anchored_terms(path) -> dict[str, list[str]]:
             the file and the entry.
     """
     path = Path(path)
+    shown = display_path(path)
     raw = _read(path)
     terms: dict[str, list[str]] = {}
     if isinstance(raw, dict) and "anchored_terms" in raw:
         raw = raw["anchored_terms"]
         if not isinstance(raw, dict):
-            raise DataError(f"{path}: 'anchored_terms' must be a mapping expression -> counterparts")
+            raise DataError(f"{shown}: 'anchored_terms' must be a mapping expression -> counterparts")
     if isinstance(raw, list):
         for index, block in enumerate(raw):
             if not isinstance(block, dict):
-                raise DataError(f"{path}: block {index} is not a mapping expression -> counterpart")
+                raise DataError(f"{shown}: block {index} is not a mapping expression -> counterpart")
             for key, value in block.items():
-                expression, counterparts = _parse_entry(key, value, path, f"block {index}: ")
+                expression, counterparts = _parse_entry(key, value, shown, f"block {index}: ")
                 if counterparts:
                     _merge(terms, expression, counterparts)
     elif isinstance(raw, dict):
         for key, value in raw.items():
-            expression, counterparts = _parse_entry(key, value, path, "")
+            expression, counterparts = _parse_entry(key, value, shown, "")
             if not counterparts:
                 raise DataError(
-                    f"{path}: {expression!r} only maps to itself; give it a different counterpart"
+                    f"{shown}: {expression!r} only maps to itself; give it a different counterpart"
                 )
             _merge(terms, expression, counterparts)
     elif raw is not None:
         raise DataError(
-            f"{path}: expected a mapping expression -> counterparts (or a list of them), "
+            f"{shown}: expected a mapping expression -> counterparts (or a list of them), "
             f"got {type(raw).__name__}"
         )
     if not terms:
-        raise DataError(f"{path}: no anchored terms in the file; add `expression: [counterpart]` entries")
+        raise DataError(f"{shown}: no anchored terms in the file; add `expression: [counterpart]` entries")
     return terms
 
 

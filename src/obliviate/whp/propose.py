@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.jsonl import check_output_file, display_path, write_text_atomic
 
 MAX_CONTEXTS = 20  # occurrences scored per expression by the models
 CONTEXT_TOKENS = 64  # tokens of a scored window, expression included
@@ -383,6 +384,18 @@ per-million frequencies (target / reference, add-one smoothed), model_score the 
 log-probability of the reinforced over the base model, score their z-score sum."""
 
 
+def check_proposal_path(path) -> Path:
+    """Refuse, before any work, a proposal path that is not a writable .yaml/.yml/.json file.
+
+    Raises:
+        DataError: another suffix, an existing folder, or an unwritable place.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise DataError(f"{display_path(path)}: write the proposal to a .yaml, .yml or .json file")
+    return check_output_file(path, "proposal file")
+
+
 def write_proposal(rows: list[dict], path) -> None:
     """Write proposed anchored terms as an editable YAML (.yaml/.yml) or JSON (.json) file.
 
@@ -393,10 +406,8 @@ def write_proposal(rows: list[dict], path) -> None:
     Raises:
         DataError: no rows, a repeated expression, or an unsupported suffix.
     """
-    path = Path(path)
+    path = check_proposal_path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise DataError(f"{path}: write the proposal to a .yaml, .yml or .json file")
     if not rows:
         raise DataError("no expressions to write; lower min_count or give more target text")
     anchored_terms: dict[str, list[str]] = {}
@@ -405,12 +416,11 @@ def write_proposal(rows: list[dict], path) -> None:
             raise DataError(f"expression {row['expression']!r} appears twice in the proposal")
         anchored_terms[row["expression"]] = list(row["counterparts"])
     scores = [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
         document = {"comment": PROPOSAL_HEADER, "anchored_terms": anchored_terms, "scores": scores}
-        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n", "proposal file")
         return
     header = "".join(f"# {line}".rstrip() + "\n" for line in PROPOSAL_HEADER.splitlines())
     body = yaml.safe_dump({"anchored_terms": anchored_terms, "scores": scores},
                           sort_keys=False, allow_unicode=True, width=100)
-    path.write_text(header + body, encoding="utf-8")
+    write_text_atomic(path, header + body, "proposal file")
