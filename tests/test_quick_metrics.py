@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from obliviate.errors import DataError
-from obliviate.evaluation.quick import (
-    PromptItem,
-    familiarity,
-    familiarity_reference_words,
-    load_prompt_file,
-    perplexity,
-    perplexity_from_logprobs,
-    reference_continuation,
-    reference_probability,
-)
+from obliviate.evaluation.familiarity import FamiliaritySpec, compute_familiarity, familiarity_reference_words
+from obliviate.evaluation.perplexity import first_tokens, perplexity, perplexity_from_logprobs
+from obliviate.evaluation.prompts import PromptItem, load_prompt_file, reference_continuation
+from obliviate.evaluation.result import MetricContext
+from obliviate.evaluation.token_probability import reference_probability
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +113,28 @@ def test_reference_probability_equals_a_hand_computation(model, tiny_tokenizer):
     assert result["mean"] == pytest.approx(sum(expected) / 2, rel=1e-4)
     assert result["n"] == 2
     assert result["per_item"][0]["reference"] == "Hogwarts"
+    # each answer token's probability given the prompt and the previous answer tokens; their product is the whole
+    for row in result["per_item"]:
+        assert "".join(t["token"] for t in row["tokens"]) == reference_continuation(row["prompt"], row["reference"])
+        assert math.prod(t["probability"] for t in row["tokens"]) == pytest.approx(row["probability"], rel=1e-6)
 
 
-def test_familiarity_scores_greedy_completions(model, tiny_tokenizer):
-    items = [PromptItem("Harry Potter went to", ["Hogwarts", "Ron"]), PromptItem("The farmer", ["dog"])]
-    result = familiarity(model, tiny_tokenizer, items, max_new_tokens=8)
-    assert result["n"] == 2 and 0.0 <= result["score"] <= 1.0
-    assert all(isinstance(row["completion"], str) for row in result["per_item"])
+def test_familiarity_scores_greedy_completions(model, tiny_tokenizer, tmp_path):
+    (tmp_path / "fam.jsonl").write_text(json.dumps({"prompt": "Harry Potter went to", "references": ["Hogwarts", "Ron"]})
+                                        + "\n" + json.dumps({"prompt": "The farmer", "references": ["dog"]}) + "\n")
+    spec = FamiliaritySpec(name="familiarity", prompts="fam.jsonl", max_new_tokens=8)
+    result = compute_familiarity(model, tiny_tokenizer, spec, MetricContext(data_dir=tmp_path))
+    assert result.n == 2 and 0.0 <= result.value <= 1.0 and result.higher_is_better is False
+    assert all(isinstance(row["completion"], str) for row in result.per_item)
+    assert result.value == sum(row["familiar"] for row in result.per_item) / 2
+
+
+def test_first_tokens_keeps_whole_texts_then_cuts_the_last(tiny_tokenizer):
+    texts = ["The farmer walked to the market.", "The river ran past the old mill.", "Never reached."]
+    n_first = len(tiny_tokenizer(texts[0], add_special_tokens=False)["input_ids"])
+    kept = first_tokens(texts, tiny_tokenizer, n_first + 3)
+    assert kept[0] == texts[0] and len(kept) == 2
+    assert len(tiny_tokenizer(kept[1], add_special_tokens=False)["input_ids"]) == 3
 
 
 # --- load_prompt_file ------------------------------------------------------------------------

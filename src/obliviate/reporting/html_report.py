@@ -14,6 +14,7 @@ from pathlib import Path
 
 from obliviate.errors import DataError
 from obliviate.evaluation.overlap import overlap_notes
+from obliviate.hashing import file_hash
 from obliviate.reporting.compare import format_number
 from obliviate.reporting.results import (
     change_verdict, combine, comparison_rows, group_summary, load_evaluations,
@@ -394,8 +395,6 @@ def _manifest_section(run_dir: Path, manifest) -> str:
     if manifest is None:
         parts.append(_note("No manifest.json in this run folder (it is written when the run completes)."))
     else:
-        from obliviate.manifest import file_hash
-
         digest = file_hash(run_dir / "manifest.json")
         parts.append(f"<details><summary>manifest.json (sha256 <code>{_e(digest)}</code>)</summary>"
                      f"<pre>{_e(json.dumps(manifest, indent=2, ensure_ascii=False))}</pre></details>")

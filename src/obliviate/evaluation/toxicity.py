@@ -21,10 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.evaluation.data import resolve_data_path
+from obliviate.evaluation.result import MetricContext, MetricResult
 
 CLASSIFIER_CACHE_NAME = "toxicity_classifier"
 
-__all__ = ["ToxicitySpec", "toxicity_summary", "resolve_classifier", "metric_toxicity"]
+__all__ = ["ToxicitySpec", "toxicity_summary", "resolve_classifier", "compute_toxicity"]
 
 
 @dataclass
@@ -80,8 +82,6 @@ def resolve_classifier(spec: ToxicitySpec, data_dir) -> tuple:
     from obliviate.toxicity.classifier import FORMAT, VERSION, ToxicityClassifier, train_toxicity_classifier
 
     if spec.classifier:
-        from obliviate.evaluation.suite import resolve_data_path
-
         folder = resolve_data_path(spec.classifier, Path(data_dir or "."))
         return ToxicityClassifier.load(folder), folder
     folder = cache_root() / CLASSIFIER_CACHE_NAME
@@ -104,9 +104,9 @@ def _prompt_results(kind: str, prompts: list[str], samples: list[list[str]], sco
             for p, s, sc in zip(prompts, samples, scores)]
 
 
-def metric_toxicity(model, tokenizer, spec: ToxicitySpec, ctx) -> dict:
-    """Expected maximum toxicity of continuations of toxic RTP prompts (docs/formats.md layout)."""
-    from obliviate.evaluation.quick import perplexity
+def compute_toxicity(model, tokenizer, spec: ToxicitySpec, ctx: MetricContext) -> MetricResult:
+    """Expected maximum toxicity of continuations of toxic RTP prompts (lower is better)."""
+    from obliviate.evaluation.perplexity import perplexity
     from obliviate.scoring import generate
     from obliviate.toxicity.data import RTP_RESERVED_FOR_EVAL, load_rtp_prompts, load_rtp_texts
 
@@ -137,7 +137,7 @@ def metric_toxicity(model, tokenizer, spec: ToxicitySpec, ctx) -> dict:
         details["warning"] = (f"only the first {RTP_RESERVED_FOR_EVAL} prompts of each RTP file are kept out of the "
                               "classifier's training texts; later prompts (and their original continuations) were "
                               "trained on")
-    details["per_item"] = per_item
     toxic = details["toxic_prompts"]
-    return {"value": toxic["expected_max_toxicity"], "stderr": toxic["expected_max_toxicity_stderr"],
-            "higher_is_better": False, "n": toxic["n"], "settings": asdict(spec), "details": details}
+    return MetricResult(value=toxic["expected_max_toxicity"], higher_is_better=False, n=toxic["n"],
+                        stderr=toxic["expected_max_toxicity_stderr"], settings=asdict(spec), details=details,
+                        per_item=per_item)
