@@ -134,12 +134,15 @@ def cmd_eval(args) -> int:
     from obliviate.evaluation.suite import load_suite, run_suite
     from obliviate.models import load_model
 
-    if args.judge_api_key_env and not args.judge_url:
-        from obliviate.errors import ConfigError
+    from obliviate.errors import ConfigError
 
+    if args.judge_api_key_env and not args.judge_url:
         raise ConfigError("--judge-api-key-env needs --judge-url: the key is sent only to a judge URL you give "
                           "on the command line")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out '{args.out}' is a file: give a folder for metrics.json and samples.jsonl")
     suite = load_suite(args.suite, data_dir=args.data_dir)
+    suite.check_only(args.only)
     if args.limit is not None:
         suite.limit_items(args.limit)
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
@@ -169,11 +172,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from obliviate.reporting import check_requirements, combine, compare_table
+    from obliviate.reporting import check_requirements, combine, compare_table, parse_requirement
 
+    requirements = [parse_requirement(text) for text in args.require or []]  # refused before any output
     evaluations = combine(args.paths)
     print(compare_table(evaluations))
-    failures = check_requirements(evaluations, args.require or [])
+    failures = check_requirements(evaluations, requirements)
     for failure in failures:
         print(f"requirement failed: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from obliviate.errors import DataError
+from obliviate.errors import DataError, RunFolderError
 
 __all__ = [
     "FORMAT_VERSION", "GROUPS", "REPORTED_ITEM_FIELDS", "MetricResult", "MetricContext",
@@ -201,12 +201,21 @@ def write_evaluations(folder, evaluations: dict[str, dict]) -> tuple[Path, Path]
 
     Returns:
         The paths of metrics.json and samples.jsonl.
+
+    Raises:
+        RunFolderError: ``folder`` is a file, or the files cannot be written (read-only, disk full).
     """
     from obliviate.runs import atomic_write_json, atomic_write_text
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"'{folder}' is a file: give a folder for metrics.json and samples.jsonl")
     metrics_path, samples_path = folder / "metrics.json", folder / "samples.jsonl"
-    atomic_write_json(metrics_path, {"obliviate_metrics": FORMAT_VERSION, "evaluations": evaluations})
     rows = [row for label, evaluation in evaluations.items() for row in samples_rows(label, evaluation)]
-    atomic_write_text(samples_path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+    try:
+        atomic_write_json(metrics_path, {"obliviate_metrics": FORMAT_VERSION, "evaluations": evaluations})
+        atomic_write_text(samples_path, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+    except OSError as err:
+        raise RunFolderError(f"cannot write the evaluation into '{folder}' ({err.strerror or err}): check that the "
+                             "folder is writable and the disk has room") from err
     return metrics_path, samples_path

@@ -41,6 +41,13 @@ class Suite:
             if hasattr(spec, "limit"):
                 spec.limit = min(spec.limit or limit, limit)
 
+    def check_only(self, only: list[str] | None) -> None:
+        """Refuse metric names (``--only``) that are not in the suite."""
+        unknown = sorted(set(only or ()) - {s.name for s in self.metrics})
+        if unknown:
+            raise ConfigError(f"--only names '{unknown[0]}', not a metric of suite '{self.name}': use one of "
+                              f"{', '.join(s.name for s in self.metrics)}")
+
 
 def builtin_suites() -> dict[str, Path]:
     """Suites shipped with obliviate: ``{name: path}``."""
@@ -213,10 +220,7 @@ def run_suite(model, tokenizer, suite: Suite, weights_hash: str, *, model_spec: 
     from obliviate.models import cache_root
     from obliviate.runs import atomic_write_json
 
-    unknown = sorted(set(only or ()) - {s.name for s in suite.metrics})
-    if unknown:
-        raise ConfigError(f"--only names '{unknown[0]}', not a metric of suite '{suite.name}': use one of "
-                          f"{', '.join(s.name for s in suite.metrics)}")
+    suite.check_only(only)
     ctx = MetricContext(data_dir=suite.data_dir, device="cuda" if torch.cuda.is_available() else "cpu",
                         progress=progress, specs={s.name: s for s in suite.metrics}, judge_url=judge_url,
                         judge_api_key_env=judge_api_key_env)

@@ -439,6 +439,9 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"'{run_dir}' is not a folder: pass a run folder (runs/NAME)")
+    out = Path(out) if out else run_dir / "report.html"
+    if out.is_dir():
+        raise DataError(f"--out '{out}' is a folder: give the path of the HTML file to write")
     if not any((run_dir / name).is_file() for name in ("metrics.json", "manifest.json", "log.jsonl")):
         raise DataError(f"'{run_dir}' holds no metrics.json, manifest.json or log.jsonl: pass a run folder "
                         "(run `obliviate run` or `obliviate eval --out` first)")
@@ -477,6 +480,9 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
         f"<p class=\"subtitle\">{' · '.join(_e(f) for f in facts) or _e('no manifest.json')}</p>\n"
         f"{nav}\n{sections}\n</body></html>\n"
     )
-    out = Path(out) if out else run_dir / "report.html"
-    atomic_write_text(out, page)
+    try:
+        atomic_write_text(out, page)
+    except OSError as err:
+        raise DataError(f"cannot write '{out}' ({err.strerror or err}): check that its folder is writable and the "
+                        "disk has room") from err
     return out
