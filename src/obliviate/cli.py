@@ -139,6 +139,8 @@ def cmd_eval(args) -> int:
     if args.judge_api_key_env and not args.judge_url:
         raise ConfigError("--judge-api-key-env needs --judge-url: the key is sent only to a judge URL you give "
                           "on the command line")
+    if args.judge_url and not args.judge_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--judge-url must start with http:// or https://, got '{args.judge_url}'")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ConfigError(f"--out '{args.out}' is a file: give a folder for metrics.json and samples.jsonl")
     suite = load_suite(args.suite, data_dir=args.data_dir)

@@ -21,6 +21,13 @@ from obliviate.evaluation.result import GROUPS, MetricContext, MetricResult
 
 __all__ = ["Suite", "builtin_suites", "load_suite", "make_suite", "compute_metric", "run_suite"]
 
+# Ranges of the numeric settings every metric family shares (by field name, Texts fields included).
+AT_LEAST_ONE = {"limit", "batch_size", "max_new_tokens", "n_samples", "max_length", "max_tokens", "steps",
+                "context_length", "chunk_chars", "max_chunks", "toxic_prompts"}
+AT_LEAST_ZERO = {"nontoxic_prompts", "benign_perplexity_texts", "num_fewshot", "seed"}
+POSITIVE = {"temperature", "learning_rate", "judge_timeout"}
+FRACTION = {"top_p", "k"}  # in (0, 1]
+
 # Keys a suite file may never set: they decide which secret leaves the machine (see load_suite).
 COMMAND_LINE_ONLY = {"judge_api_key_env": "--judge-api-key-env"}
 
@@ -81,6 +88,33 @@ def _source_files(path: str, data_dir: Path) -> list[Path] | None:
         return None
 
 
+def _check_numbers(spec, where: str) -> None:
+    """Refuse out-of-range or non-finite numeric settings, naming the setting."""
+    import math
+
+    def check(key: str, value, path: str) -> None:
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                check(sub, item, f"{path}.{sub}")
+            return
+        if key == "span":
+            if not (len(value) == 2 and 0 <= value[0] < value[1] <= 1):
+                raise ConfigError(f"{where}: '{path}' is {value}: give [start, end] with 0 <= start < end <= 1")
+            return
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: '{path}' is {value}: give a finite number")
+        bad = ((key in AT_LEAST_ONE and value < 1 and "at least 1") or (key in AT_LEAST_ZERO and value < 0 and ">= 0")
+               or (key in POSITIVE and value <= 0 and "above 0") or (key in FRACTION and not 0 < value <= 1
+                                                                    and "in (0, 1]"))
+        if bad:
+            raise ConfigError(f"{where}: '{path}' is {value}: it must be {bad}")
+
+    for key, value in asdict(spec).items():
+        check(key, value, f"{spec.name}.{key}")
+
+
 def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: bytes = b"") -> Suite:
     """Check metric specs and hash them with their data into a :class:`Suite`.
 
@@ -92,7 +126,8 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
         source: the suite file's bytes (part of the hash); specs built in code hash their fields.
 
     Raises:
-        ConfigError: duplicate names, an unknown group, or a relearning metric naming no other metric.
+        ConfigError: duplicate names, an unknown group, an out-of-range or non-finite number, or a
+            relearning metric naming no other metric.
         DataError: a data file a spec names is missing.
     """
     where = path or f"suite '{name}'"
@@ -102,6 +137,7 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
             raise ConfigError(f"{where}: two metrics are named '{spec.name}'")
         if spec.group not in GROUPS:
             raise ConfigError(f"{where}: metric '{spec.name}' has group '{spec.group}': use one of {', '.join(GROUPS)}")
+        _check_numbers(spec, where)
         names.add(spec.name)
     for spec in specs:
         if spec.type == "relearning":
