@@ -180,3 +180,47 @@ def test_load_prompt_file_errors(tmp_path, lines, message):
 def test_load_prompt_file_missing(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_prompt_file(tmp_path / "nope.jsonl")
+
+
+# --- the end-of-run quick suite ----------------------------------------------------------------
+
+
+def test_quick_suite_general_text_budget_on_wikitext_layout(tiny_tokenizer, tmp_path):
+    from obliviate.evaluation.perplexity import scored_texts
+    from obliviate.evaluation.summary import QuickEvalConfig, quick_suite
+
+    # WikiText separates paragraphs with lines holding a single space.
+    path = tmp_path / "wiki.raw"
+    path.write_text(" = Title = \n \n " + "The farmer walked to the market . " * 50 + "\n \n Second paragraph here .\n")
+    suite = quick_suite(QuickEvalConfig(general_text=[str(path)], general_max_tokens=40))
+    (spec,) = suite.metrics
+    assert (spec.name, spec.type, spec.group, spec.max_tokens) == ("general_perplexity", "perplexity", "utility", 40)
+    texts = scored_texts(spec, tiny_tokenizer, suite.data_dir)
+    assert texts[0] == "= Title ="
+    total = sum(len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert 30 <= total <= 42 and len(texts) == 2
+
+
+def test_quick_suite_is_three_ordinary_metrics_and_checks_its_inputs(tmp_path):
+    from obliviate.errors import ConfigError
+    from obliviate.evaluation.summary import QuickEvalConfig, check_eval_inputs, quick_suite
+
+    prompts = write_lines(tmp_path, [json.dumps({"prompt": "Harry went to", "references": ["Hogwarts"]})])
+    (tmp_path / "general.txt").write_text("The river ran past the old mill.\n")
+    config = QuickEvalConfig(probe_prompts=str(prompts), familiarity_prompts=str(prompts),
+                             general_text=[str(tmp_path / "general.txt")], max_new_tokens=7, batch_size=6)
+    suite = quick_suite(config)
+    assert [(s.name, s.type) for s in suite.metrics] == [
+        ("reference_probability", "token_probability"), ("familiarity", "familiarity"),
+        ("general_perplexity", "perplexity")]
+    assert suite.metrics[1].max_new_tokens == 7 and suite.metrics[1].decoding == "greedy"
+    assert suite.metrics[0].batch_size == 6 and suite.metrics[2].batch_size == 3
+    check_eval_inputs(config)
+    assert quick_suite(QuickEvalConfig()) is None
+    with pytest.raises(ConfigError, match="general_perplexity.max_tokens' is 0"):
+        check_eval_inputs(QuickEvalConfig(general_text=[str(tmp_path / "general.txt")], general_max_tokens=0))
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(DataError, match="bad.jsonl, line 1"):
+        check_eval_inputs(QuickEvalConfig(familiarity_prompts=str(tmp_path / "bad.jsonl")))
+    with pytest.raises(DataError, match="missing.jsonl"):
+        check_eval_inputs(QuickEvalConfig(probe_prompts=str(tmp_path / "missing.jsonl")))

@@ -149,8 +149,11 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
     files = {f: _source_files(f, data_dir) for s in specs for f in _data_files(s)}
     missing = [f for f, found in files.items() if not found]
     if missing:
-        raise DataError(f"suite '{name}' needs files missing under data folder '{data_dir}': "
-                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (set --data-dir)")
+        listed = f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        if not path:  # a suite built in code (the end-of-run evaluation): the paths are the user's own
+            raise DataError(f"evaluation '{name}' needs files that are missing: {listed}; check these paths")
+        raise DataError(f"suite '{name}' needs files missing under data folder '{data_dir}': {listed} "
+                        "(set --data-dir)")
     digest = hashlib.sha256(source or json.dumps([asdict(s) for s in specs], sort_keys=True).encode())
     for f in sorted(files):
         digest.update(f.encode())

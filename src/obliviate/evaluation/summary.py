@@ -16,10 +16,10 @@ from pathlib import Path
 from obliviate.evaluation.data import Texts
 from obliviate.evaluation.familiarity import FamiliaritySpec
 from obliviate.evaluation.overlap import blocks_text, mark_training_overlap, overlap_notes
-from obliviate.evaluation.perplexity import PerplexitySpec, scored_texts
+from obliviate.evaluation.perplexity import PerplexitySpec
 from obliviate.evaluation.token_probability import TokenProbabilitySpec
 
-__all__ = ["QuickEvalConfig", "quick_suite", "format_table", "evaluate_before_after"]
+__all__ = ["QuickEvalConfig", "quick_suite", "check_eval_inputs", "format_table", "evaluate_before_after"]
 
 
 @dataclass
@@ -59,11 +59,22 @@ def quick_suite(config: QuickEvalConfig):
     return make_suite("quick", specs, data_dir=Path(".")) if specs else None
 
 
-def _general_texts(config: QuickEvalConfig, tokenizer) -> list[str]:
-    """The general texts the quick suite's perplexity scores (paragraphs, cut to ``general_max_tokens``)."""
-    return scored_texts(quick_suite(QuickEvalConfig(general_text=config.general_text,
-                                                    general_max_tokens=config.general_max_tokens)).metrics[0],
-                        tokenizer, Path("."))
+def check_eval_inputs(config: QuickEvalConfig) -> None:
+    """Check a run's ``eval:`` section before any stage runs: its settings, and that its files exist and read.
+
+    Raises:
+        ConfigError: an out-of-range setting (e.g. ``general_max_tokens`` below 1).
+        DataError: a missing or unreadable prompt or text file, or a malformed prompt line.
+    """
+    from obliviate.evaluation.data import read_texts
+    from obliviate.evaluation.prompts import load_prompt_file
+
+    suite = quick_suite(config)
+    for spec in suite.metrics if suite else []:
+        if isinstance(spec, PerplexitySpec):
+            read_texts(spec.texts, suite.data_dir)
+        else:
+            load_prompt_file(spec.prompts)
 
 
 HEADLINE = (
