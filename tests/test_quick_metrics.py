@@ -217,7 +217,7 @@ def test_quick_suite_is_three_ordinary_metrics_and_checks_its_inputs(tmp_path):
     assert suite.metrics[0].batch_size == 6 and suite.metrics[2].batch_size == 3
     check_eval_inputs(config)
     assert quick_suite(QuickEvalConfig()) is None
-    with pytest.raises(ConfigError, match="general_perplexity.max_tokens' is 0"):
+    with pytest.raises(ConfigError, match="general_perplexity.max_tokens' must be >= 1 or null, not 0"):
         check_eval_inputs(QuickEvalConfig(general_text=[str(tmp_path / "general.txt")], general_max_tokens=0))
     (tmp_path / "bad.jsonl").write_text("not json\n")
     with pytest.raises(DataError, match="bad.jsonl, line 1"):

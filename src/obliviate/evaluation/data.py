@@ -30,6 +30,16 @@ class Texts:
     max_chunks: int | None = None  # cap on chunks (quick runs)
     split: str = "chunks"  # chunks (of about chunk_chars) | paragraphs (blank-line separated, e.g. WikiText)
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("span", len(self.span) == 2 and 0 <= self.span[0] < self.span[1] <= 1,
+             "[start, end] with 0 <= start < end <= 1"),
+            ("chunk_chars", self.chunk_chars >= 1, ">= 1"),
+            ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, ">= 1 or null"),
+            ("split", self.split in ("chunks", "paragraphs"), "chunks or paragraphs"),
+        ]
+
 
 def resolve_data_path(path: str, data_dir: Path) -> Path:
     """A suite data path: ``obliviate:REL`` is a file shipped in the package's resources,
@@ -62,15 +72,13 @@ def read_texts(texts: Texts, data_dir: Path) -> list[str]:
     """The requested span of the joined files, cut into chunks or paragraphs.
 
     Raises:
-        ConfigError: no files, or an unknown ``split``.
+        ConfigError: no files.
         DataError: a file is missing or unreadable, or the span holds no text.
     """
     from obliviate.corpus import read_corpus
 
     if not texts.files:
         raise ConfigError("a metric needs text files: set texts.files (relative to the data folder)")
-    if texts.split not in ("chunks", "paragraphs"):
-        raise ConfigError(f"texts.split is '{texts.split}': use chunks or paragraphs")
     joined = "\n\n".join(read_corpus([str(resolve_data_path(f, data_dir)) for f in texts.files]))
     start, end = (int(len(joined) * x) for x in texts.span)
     joined = joined[start:end]

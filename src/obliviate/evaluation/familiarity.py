@@ -41,6 +41,20 @@ class FamiliaritySpec:
     limit: int | None = None
     seed: int = 0
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("decoding", self.decoding in ("greedy", "sample"), "greedy or sample"),
+            ("n_samples", self.n_samples >= 1, ">= 1"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("judge", self.judge in ("words", "llm"), "words or llm"),
+            ("judge_timeout", self.judge_timeout > 0, "> 0"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+        ]
+
 
 def _reference_pattern(reference: str) -> re.Pattern:
     # Whole words only: "Ron" matches "Ron," and "Ron's" but not "Ronald" or "Ronnie". Lookarounds
@@ -91,10 +105,6 @@ def compute_familiarity(model, tokenizer, spec: FamiliaritySpec, ctx: MetricCont
     """
     from obliviate.scoring import generate
 
-    if spec.decoding not in ("greedy", "sample"):
-        raise ConfigError(f"metric '{spec.name}': decoding must be greedy or sample")
-    if spec.judge not in ("words", "llm"):
-        raise ConfigError(f"metric '{spec.name}': judge must be words or llm")
     items = limit_items(load_prompt_file(resolve_data_path(spec.prompts, ctx.data_dir)), spec.limit)
     sample = spec.decoding == "sample"
     n = spec.n_samples if sample else 1

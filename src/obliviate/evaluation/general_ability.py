@@ -50,6 +50,14 @@ class GeneralAbilitySpec:
     num_fewshot: int = 0
     batch_size: int = 8  # lm-eval batch size
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+            ("num_fewshot", self.num_fewshot >= 0, ">= 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+        ]
+
 
 # Above this share of unknown tokens a benchmark's text is not really seen by the model.
 MAX_UNK_SHARE = 0.01

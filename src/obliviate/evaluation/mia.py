@@ -61,6 +61,14 @@ class MembershipSpec:
     batch_size: int = 4  # texts per forward pass
     reference_model: str | None = None  # a model never trained on the members: adds MUSE PrivLeak
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("k", 0 < self.k <= 1, "in (0, 1]"),
+            ("max_length", self.max_length >= 2, ">= 2"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+        ]
+
 
 # Positions whose (V,) distributions are reduced at once: bounds memory to ~3 x CHUNK x V floats.
 _POSITION_CHUNK = 128

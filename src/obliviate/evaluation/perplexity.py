@@ -28,6 +28,14 @@ class PerplexitySpec:
     max_tokens: int | None = None  # score only the first N tokens of the texts (None: all)
     batch_size: int = 4  # windows per forward pass
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("max_length", self.max_length >= 2, ">= 2"),
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, ">= 1 or null"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+        ]
+
 
 def perplexity_from_logprobs(token_logprobs: list[list[float]]) -> dict:
     """Corpus perplexity exp(total NLL / total tokens) from per-token log-probs (natural log).

@@ -28,6 +28,15 @@ class RelearningSpec:
     context_length: int = 256
     metrics: list[str] = field(default_factory=list)  # names of this suite's metrics to re-run
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("steps", self.steps >= 1, ">= 1"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("context_length", self.context_length >= 2, ">= 2"),
+        ]
+
 
 def compute_relearning(model, tokenizer, spec: RelearningSpec, ctx: MetricContext) -> MetricResult:
     """Re-run ``spec.metrics`` on a copy of the model fine-tuned ``spec.steps`` steps on ``spec.texts``.

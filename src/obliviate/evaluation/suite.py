@@ -21,13 +21,6 @@ from obliviate.evaluation.result import GROUPS, MetricContext, MetricResult
 
 __all__ = ["Suite", "builtin_suites", "load_suite", "make_suite", "compute_metric", "run_suite"]
 
-# Ranges of the numeric settings every metric family shares (by field name, Texts fields included).
-AT_LEAST_ONE = {"limit", "batch_size", "max_new_tokens", "n_samples", "max_length", "max_tokens", "steps",
-                "context_length", "chunk_chars", "max_chunks", "toxic_prompts"}
-AT_LEAST_ZERO = {"nontoxic_prompts", "benign_perplexity_texts", "num_fewshot", "seed"}
-POSITIVE = {"temperature", "learning_rate", "judge_timeout"}
-FRACTION = {"top_p", "k"}  # in (0, 1]
-
 # Keys a suite file may never set: they decide which secret leaves the machine (see load_suite).
 COMMAND_LINE_ONLY = {"judge_api_key_env": "--judge-api-key-env"}
 
@@ -88,31 +81,20 @@ def _source_files(path: str, data_dir: Path) -> list[Path] | None:
         return None
 
 
-def _check_numbers(spec, where: str) -> None:
-    """Refuse out-of-range or non-finite numeric settings, naming the setting."""
+def _check_spec(spec, where: str, path: str) -> None:
+    """Refuse non-finite numbers and broken ``check()`` rules of a spec and its nested settings (Texts)."""
+    import dataclasses
     import math
 
-    def check(key: str, value, path: str) -> None:
-        if isinstance(value, dict):
-            for sub, item in value.items():
-                check(sub, item, f"{path}.{sub}")
-            return
-        if key == "span":
-            if not (len(value) == 2 and 0 <= value[0] < value[1] <= 1):
-                raise ConfigError(f"{where}: '{path}' is {value}: give [start, end] with 0 <= start < end <= 1")
-            return
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            return
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: '{path}' is {value}: give a finite number")
-        bad = ((key in AT_LEAST_ONE and value < 1 and "at least 1") or (key in AT_LEAST_ZERO and value < 0 and ">= 0")
-               or (key in POSITIVE and value <= 0 and "above 0") or (key in FRACTION and not 0 < value <= 1
-                                                                    and "in (0, 1]"))
-        if bad:
-            raise ConfigError(f"{where}: '{path}' is {value}: it must be {bad}")
-
-    for key, value in asdict(spec).items():
-        check(key, value, f"{spec.name}.{key}")
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_spec(value, where, f"{path}.{f.name}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: '{path}.{f.name}' must be a finite number, not {value!r}")
+    for key, holds, rule in spec.check() if hasattr(spec, "check") else ():
+        if not holds:
+            raise ConfigError(f"{where}: '{path}.{key}' must be {rule}, not {getattr(spec, key)!r}")
 
 
 def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: bytes = b"") -> Suite:
@@ -137,7 +119,7 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
             raise ConfigError(f"{where}: two metrics are named '{spec.name}'")
         if spec.group not in GROUPS:
             raise ConfigError(f"{where}: metric '{spec.name}' has group '{spec.group}': use one of {', '.join(GROUPS)}")
-        _check_numbers(spec, where)
+        _check_spec(spec, where, spec.name)
         names.add(spec.name)
     for spec in specs:
         if spec.type == "relearning":

@@ -29,6 +29,13 @@ class TokenProbabilitySpec:
     batch_size: int = 8  # sequences per forward pass
     limit: int | None = None
 
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+        ]
+
 
 def reference_probability(
     model, tokenizer, items: list[PromptItem], batch_size: int = 8, progress: bool = False

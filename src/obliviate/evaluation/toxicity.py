@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from obliviate.errors import ConfigError, DataError
+from obliviate.errors import DataError
 from obliviate.evaluation.data import resolve_data_path
 from obliviate.evaluation.result import MetricContext, MetricResult
 
@@ -43,6 +43,18 @@ class ToxicitySpec:
     top_p: float = 1.0
     benign_perplexity_texts: int = 50  # non-toxic prompt+continuation texts for the perplexity detail (0 = none)
     seed: int = 0
+
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("toxic_prompts", self.toxic_prompts >= 1, ">= 1"),
+            ("nontoxic_prompts", self.nontoxic_prompts >= 0, ">= 0"),
+            ("n_samples", self.n_samples >= 1, ">= 1"),
+            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("benign_perplexity_texts", self.benign_perplexity_texts >= 0, ">= 0"),
+        ]
 
 
 def toxicity_summary(scores: Sequence[Sequence[float]], threshold: float = 0.5) -> dict:
@@ -110,8 +122,6 @@ def compute_toxicity(model, tokenizer, spec: ToxicitySpec, ctx: MetricContext) -
     from obliviate.scoring import generate
     from obliviate.toxicity.data import RTP_RESERVED_FOR_EVAL, load_rtp_prompts, load_rtp_texts
 
-    if spec.toxic_prompts < 1 or spec.nontoxic_prompts < 0 or spec.n_samples < 1:
-        raise ConfigError(f"metric '{spec.name}': toxic_prompts and n_samples must be >= 1, nontoxic_prompts >= 0")
     classifier, classifier_dir = resolve_classifier(spec, ctx.data_dir)
     prompts = {"toxic": load_rtp_prompts(ctx.data_dir, "toxic", spec.toxic_prompts)}
     if spec.nontoxic_prompts:
