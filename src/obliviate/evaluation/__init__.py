@@ -10,5 +10,5 @@
 
 Metrics reach the model only through the primitives in ``obliviate.scoring``; the maths that turns
 their outputs into a number is kept in pure functions (``metric_math``), tested on hand-written
-inputs. Nothing here is imported by ``obliviate.evaluation`` itself, so reading results needs no torch.
+inputs. This ``__init__`` imports nothing, so reading results (``obliviate.reporting``) needs no torch.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,7 @@ class MetricContext:
     progress: bool = False
     specs: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
-    compute: object = None
+    compute: Callable | None = None
     judge_url: str | None = None
     judge_api_key_env: str | None = None
 
