@@ -129,12 +129,11 @@ def cmd_synthesize(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
+    from obliviate.errors import ConfigError
     from obliviate.evaluation.overlap import mark_training_overlap, training_texts
     from obliviate.evaluation.result import write_evaluations
     from obliviate.evaluation.suite import load_suite, run_suite
     from obliviate.models import load_model
-
-    from obliviate.errors import ConfigError
 
     if args.judge_api_key_env and not args.judge_url:
         raise ConfigError("--judge-api-key-env needs --judge-url: the key is sent only to a judge URL you give "
