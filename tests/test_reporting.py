@@ -21,7 +21,7 @@ from obliviate.reporting import (
 SCRIPT_PROMPT = "<script>alert('x')</script> Harry's best friend is"
 
 
-def _evaluation(familiarity, probability, tokens, accuracy, perplexity, retain_qa=None, completion="Ron Weasley."):
+def _evaluation(familiarity, probability, accuracy, perplexity, retain_qa=None, completion="Ron Weasley."):
     metrics = {
         "familiarity": {
             "family": "familiarity", "group": "forget", "value": familiarity, "higher_is_better": False,
@@ -36,8 +36,7 @@ def _evaluation(familiarity, probability, tokens, accuracy, perplexity, retain_q
             "family": "token_probability", "group": "forget", "value": probability, "higher_is_better": False,
             "n": 1,
             "details": {"per_item": [
-                {"prompt": "Harry's friends are Ron and", "reference": "Hermione", "probability": probability,
-                 "tokens": [{"token": " Herm", "probability": tokens[0]}, {"token": "ione", "probability": tokens[1]}]},
+                {"prompt": "Harry's friends are Ron and", "reference": "Hermione", "probability": probability},
             ]},
         },
         "general_accuracy": {"family": "general", "group": "utility", "value": accuracy, "higher_is_better": True,
@@ -56,8 +55,8 @@ def make_run(folder, with_log=True, with_model=True, familiarity_after=0.2):
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text("model: smollm2-135m\nfinetune:\n  learning_rate: 1.0e-05\n")
     metrics = {"obliviate_metrics": 1, "evaluations": {
-        "base": _evaluation(0.8, 0.5, (0.7, 0.714), 0.6, 20.0),
-        "unlearned": _evaluation(familiarity_after, 0.05, (0.1, 0.5), 0.55, 22.0, retain_qa=0.7,
+        "base": _evaluation(0.8, 0.5, 0.6, 20.0),
+        "unlearned": _evaluation(familiarity_after, 0.05, 0.55, 22.0, retain_qa=0.7,
                                  completion="a friend called Tom."),
     }}
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -220,7 +219,7 @@ def test_report_is_self_contained_and_complete(run, tmp_path):
     assert "method: whp" in page and "base model: smollm2-135m" in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Harry&#x27;s best friend is" in page
     assert "a friend called Tom." in page and "not familiar" in page
-    assert "&quot; Herm&quot;" in page and "0.714" in page  # heat map row of a target token
+    assert "<i>whole answer</i>" in page  # per-token rows: test_metric_registry, from the real metric
     assert "hp_strong/unlearned" in page  # extra run's labels
     assert "1 unreadable line(s) of log.jsonl" in page
     assert "<details><summary>manifest.json" in page

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from obliviate.errors import DataError
-from obliviate.evaluation.suite import Context
-from obliviate.evaluation.toxicity_metric import ToxicitySpec, metric_toxicity, toxicity_summary
+from obliviate.evaluation.result import MetricContext as Context
+from obliviate.evaluation.toxicity import ToxicitySpec, compute_toxicity, toxicity_summary
 from obliviate.toxicity.classifier import fit_toxicity_classifier
 
 os.environ["OBLIVIATE_PROGRESS"] = "0"
@@ -70,26 +70,26 @@ def test_metric_on_the_tiny_model(tiny_model, tiny_tokenizer, data_dir, tmp_path
     spec = ToxicitySpec(name="toxicity", classifier=str(tmp_path / "clf"), toxic_prompts=3, nontoxic_prompts=2,
                         n_samples=2, max_new_tokens=6, benign_perplexity_texts=2)
     ctx = Context(data_dir=data_dir, device="cpu", progress=False, specs={})
-    result = metric_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
+    result = compute_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
 
-    details = result["details"]
-    assert result["higher_is_better"] is False and result["n"] == 3
-    assert result["value"] == details["toxic_prompts"]["expected_max_toxicity"]
-    assert result["stderr"] == details["toxic_prompts"]["expected_max_toxicity_stderr"]
-    assert 0 <= result["value"] <= 1 and details["nontoxic_prompts"]["n"] == 2
-    assert result["settings"]["n_samples"] == 2
-    items = details["per_item"]
+    details = result.details
+    assert result.higher_is_better is False and result.n == 3
+    assert result.value == details["toxic_prompts"]["expected_max_toxicity"]
+    assert result.stderr == details["toxic_prompts"]["expected_max_toxicity_stderr"]
+    assert 0 <= result.value <= 1 and details["nontoxic_prompts"]["n"] == 2
+    assert result.settings["n_samples"] == 2
+    items = result.per_item
     assert [i["prompt_kind"] for i in items] == ["toxic"] * 3 + ["nontoxic"] * 2
     assert items[0]["prompt"] == "You are such a"
     for item in items:
         assert len(item["samples"]) == len(item["scores"]) == 2
         assert item["max_toxicity"] == max(item["scores"])
         assert item["scores"] == classifier.predict_proba(item["samples"])
-    assert result["value"] == pytest.approx(sum(i["max_toxicity"] for i in items[:3]) / 3)
+    assert result.value == pytest.approx(sum(i["max_toxicity"] for i in items[:3]) / 3)
     assert details["benign_perplexity"]["perplexity"] > 1
     assert details["classifier"]["heldout_accuracy"] == 0.75
     assert details["classifier"]["path"] == str(tmp_path / "clf")
-    json.dumps(result)  # the metric dict is plain JSON
+    json.dumps(result.to_json())  # the metric record is plain JSON
 
 
 def test_default_classifier_is_trained_once_into_the_cache(tiny_model, tiny_tokenizer, data_dir, tmp_path,
@@ -98,12 +98,12 @@ def test_default_classifier_is_trained_once_into_the_cache(tiny_model, tiny_toke
     spec = ToxicitySpec(name="toxicity", toxic_prompts=2, nontoxic_prompts=0, n_samples=1, max_new_tokens=4,
                         benign_perplexity_texts=0)
     ctx = Context(data_dir=data_dir, device="cpu", progress=False, specs={})
-    first = metric_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
+    first = compute_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
     config = tmp_path / "cache" / "toxicity_classifier" / "config.json"
     stamp = config.stat().st_mtime_ns
     assert json.loads(config.read_text())["data"]["data_dir"] == str(data_dir)
-    assert first["details"]["classifier"]["heldout_accuracy"] is not None
-    assert set(first["details"]) == {"toxic_prompts", "classifier", "per_item"}
-    second = metric_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
+    assert first.details["classifier"]["heldout_accuracy"] is not None
+    assert set(first.to_json()["details"]) == {"toxic_prompts", "classifier", "per_item"}
+    second = compute_toxicity(tiny_model, tiny_tokenizer, spec, ctx)
     assert config.stat().st_mtime_ns == stamp  # reused, not trained again
-    assert second["value"] == first["value"]
+    assert second.value == first.value

@@ -73,9 +73,9 @@ def test_unlearn_end_to_end_then_resume(tiny_model_dir, texts, tmp_path, capsys)
     assert set(metrics) == {"base", "unlearned"}
     assert {"reference_probability", "general_perplexity"} <= set(metrics["unlearned"])
     # the general text given here is the retain text: said, and recorded for the unlearned model only
-    assert metrics["unlearned"]["general_perplexity"]["training_overlap"]["general_text"]["retain"] > 0
+    assert metrics["unlearned"]["general_perplexity"]["training_overlap"]["texts"]["retain"] > 0
     assert "training_overlap" not in metrics["base"]["general_perplexity"]
-    assert "trained-on text: unlearned / general_perplexity (general_text)" in captured.err
+    assert "trained-on text: unlearned / general_perplexity (texts)" in captured.err
 
     args = _parse(_argv(tiny_model_dir, texts, out, "npo", "--set", "method.beta=0.2",
                         "--probe-prompts", str(texts / "probe.jsonl"), "--general-text", str(texts / "retain.txt")))

@@ -180,18 +180,6 @@ def test_run_from_config_file(kit, tiny_model_dir, tmp_path, capsys, monkeypatch
     assert "unknown setting 'finetune.epocs'" in capsys.readouterr().err
 
 
-def test_general_text_budget_on_wikitext_layout(tiny_tokenizer, tmp_path):
-    from obliviate.evaluation.summary import QuickEvalConfig, _general_texts
-
-    # WikiText separates paragraphs with lines holding a single space.
-    path = tmp_path / "wiki.raw"
-    path.write_text(" = Title = \n \n " + "The farmer walked to the market . " * 50 + "\n \n Second paragraph here .\n")
-    texts = _general_texts(QuickEvalConfig(general_text=[str(path)], general_max_tokens=40), tiny_tokenizer)
-    assert texts[0] == "= Title ="
-    total = sum(len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    assert 30 <= total <= 42 and len(texts) == 2
-
-
 def test_whp_with_lora_adapter(kit, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
     out = tmp_path / "lora"

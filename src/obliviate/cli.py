@@ -131,12 +131,22 @@ def cmd_synthesize(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from obliviate.evaluation.suite import load_suite, run_suite, samples_of
+    from obliviate.errors import ConfigError
+    from obliviate.evaluation.overlap import mark_training_overlap, training_texts
+    from obliviate.evaluation.result import write_evaluations
+    from obliviate.evaluation.suite import load_suite, run_suite
     from obliviate.models import load_model
-    from obliviate.runs import atomic_write_json, atomic_write_text
 
+    if args.judge_api_key_env and not args.judge_url:
+        raise ConfigError("--judge-api-key-env needs --judge-url: the key is sent only to a judge URL you give "
+                          "on the command line")
+    if args.judge_url and not args.judge_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--judge-url must start with http:// or https://, got '{args.judge_url}'")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out '{args.out}' is a file: give a folder for metrics.json and samples.jsonl")
     suite = load_suite(args.suite, data_dir=args.data_dir)
-    if args.limit:
+    suite.check_only(args.only)
+    if args.limit is not None:
         suite.limit_items(args.limit)
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
     label = args.label or Path(str(args.model).rstrip("/")).name
@@ -149,40 +159,28 @@ def cmd_eval(args) -> int:
     else:
         loaded = load_model(args.model, device=device, trust_remote_code=args.trust_remote_code)
     evaluation = run_suite(loaded.model, loaded.tokenizer, suite, loaded.weights_hash, model_spec=loaded.spec,
-                           use_cache=not args.no_cache, only=args.only)
-    _record_training_overlap(evaluation, suite, args.model, loaded.tokenizer, args.only)
-    out = Path(args.out)
-    atomic_write_json(out / "metrics.json", {"obliviate_metrics": 1, "evaluations": {label: evaluation}})
-    import json
-
-    atomic_write_text(out / "samples.jsonl",
-                      "".join(json.dumps(r, default=str) + "\n" for r in samples_of(label, evaluation)))
+                           use_cache=not args.no_cache, only=args.only, judge_url=args.judge_url,
+                           judge_api_key_env=args.judge_api_key_env)
+    mark_training_overlap(evaluation, suite, training_texts(args.model, loaded.tokenizer), only=args.only,
+                          tokenizer=loaded.tokenizer)
+    metrics_path, samples_path = write_evaluations(Path(args.out), {label: evaluation})
     from obliviate.reporting import compare_table
 
     print(compare_table({label: evaluation}))
     skipped = [n for n, m in evaluation["metrics"].items() if "skipped" in m]
     if skipped:
         print(f"skipped: {', '.join(skipped)} (see the reasons above)", file=sys.stderr)
-    print(f"wrote {out / 'metrics.json'} and {out / 'samples.jsonl'}")
+    print(f"wrote {metrics_path} and {samples_path}")
     return 0
 
 
-def _record_training_overlap(evaluation: dict, suite, model: str, tokenizer, only) -> None:
-    """Mark the metrics whose texts the run folder ``model`` trained on (evaluation/overlap.py)."""
-    from obliviate.evaluation.overlap import suite_overlap, training_texts
-
-    overlap = suite_overlap(suite, training_texts(model, tokenizer), only=only)
-    for name, fields in overlap.items():
-        if name in evaluation["metrics"]:
-            evaluation["metrics"][name]["training_overlap"] = fields
-
-
 def cmd_compare(args) -> int:
-    from obliviate.reporting import check_requirements, combine, compare_table
+    from obliviate.reporting import check_requirements, combine, compare_table, parse_requirement
 
+    requirements = [parse_requirement(text) for text in args.require or []]  # refused before any output
     evaluations = combine(args.paths)
     print(compare_table(evaluations))
-    failures = check_requirements(evaluations, args.require or [])
+    failures = check_requirements(evaluations, requirements)
     for failure in failures:
         print(f"requirement failed: {failure}", file=sys.stderr)
     return 1 if failures else 0
@@ -277,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "at inference time, with no fine-tune")
     p.add_argument("--reinforced", help="with --whp-inference: the reinforced model")
     p.add_argument("--alpha", type=float, help="with --whp-inference: alpha (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--judge-url", help="LLM judge endpoint (OpenAI-compatible, e.g. http://127.0.0.1:8080/v1) for "
+                                       "metrics with judge: llm; overrides the suite's judge_url")
+    p.add_argument("--judge-api-key-env", metavar="VAR",
+                   help="environment variable holding the judge's API key, sent as a bearer token to --judge-url "
+                        "only (a suite file cannot choose it)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow custom model code (never taken from a run folder's config.yaml)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="one table of several evaluations; --require gates a release")

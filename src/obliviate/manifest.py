@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
 from importlib import metadata
 from pathlib import Path
 
+from obliviate.hashing import file_hash
 from obliviate.runs import RunFolder, atomic_write_json
 
+__all__ = ["file_hash", "package_versions", "write_manifest", "manifest_hash", "publish"]
+
 PACKAGES = ("obliviate", "torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers", "lm_eval")
-
-
-def file_hash(path) -> str | None:
-    """sha256 of a file's bytes (None for no file)."""
-    if not path:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict:

@@ -17,11 +17,15 @@ import functools
 import importlib.util
 import logging
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.evaluation.result import MetricContext, MetricResult
 
 __all__ = [
+    "GeneralAbilitySpec",
+    "compute_general_ability",
     "GENERAL_TASKS",
     "LM_EVAL_TASKS_DIR",
     "benchmark_files",
@@ -34,6 +38,27 @@ __all__ = [
 
 GENERAL_TASKS = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande")
 LM_EVAL_TASKS_DIR = Path(__file__).resolve().parents[1] / "resources" / "lm_eval_tasks"
+
+
+@dataclass
+class GeneralAbilitySpec:
+    name: str
+    type: str = "general_ability"
+    group: str = "utility"
+    tasks: list[str] = field(default_factory=lambda: list(GENERAL_TASKS))
+    limit: int | None = None  # documents per task (None: all)
+    num_fewshot: int = 0
+    batch_size: int = 8  # lm-eval batch size
+
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+            ("num_fewshot", self.num_fewshot >= 0, ">= 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+        ]
+
+
 # Above this share of unknown tokens a benchmark's text is not really seen by the model.
 MAX_UNK_SHARE = 0.01
 # Documents per task whose text is checked for vocabulary coverage (evenly spread).
@@ -280,3 +305,18 @@ def run_general_ability(
             "limit": limit,
         }
     return scores
+
+
+def compute_general_ability(model, tokenizer, spec: GeneralAbilitySpec, ctx: MetricContext) -> MetricResult:
+    """Mean accuracy over the spec's benchmarks (higher is better); per-task scores in the details."""
+    from obliviate.evaluation.metric_math import mean_stderr
+
+    r = run_general_ability(model, tokenizer, tasks=spec.tasks, data_dir=ctx.data_dir, limit=spec.limit,
+                            batch_size=spec.batch_size, num_fewshot=spec.num_fewshot, progress=ctx.progress)
+    accs = [t["acc"] for t in r.values()]
+    mean, _ = mean_stderr(accs)
+    # stderr of the mean of independent task accuracies
+    stderrs = [t["acc_stderr"] for t in r.values() if t.get("acc_stderr") is not None]
+    stderr = (sum(s * s for s in stderrs) ** 0.5) / len(accs) if len(stderrs) == len(accs) else None
+    return MetricResult(value=mean, higher_is_better=True, n=sum(t["n"] for t in r.values()), stderr=stderr,
+                        settings=asdict(spec), details={"tasks": r})

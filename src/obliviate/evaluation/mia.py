@@ -17,11 +17,12 @@ lives in `obliviate.evaluation.metric_math`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.evaluation.data import Texts, read_texts
 from obliviate.evaluation.metric_math import (
     loss_score,
     min_k_percent,
@@ -30,6 +31,7 @@ from obliviate.evaluation.metric_math import (
     roc_auc,
     zlib_ratio,
 )
+from obliviate.evaluation.result import MetricContext, MetricResult
 from obliviate.scoring import (
     _batches_by_length,
     _device,
@@ -40,9 +42,33 @@ from obliviate.scoring import (
     model_context_length,
 )
 
-__all__ = ["MIA_SCORES", "TokenStats", "token_stats", "mia_scores", "membership_inference"]
+__all__ = ["MIA_SCORES", "MembershipSpec", "TokenStats", "token_stats", "mia_scores", "membership_inference",
+           "compute_membership"]
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
+
+
+
+@dataclass
+class MembershipSpec:
+    name: str
+    type: str = "membership_inference"
+    group: str = "forget"
+    members: Texts = field(default_factory=Texts)  # the forget text
+    nonmembers: Texts = field(default_factory=Texts)  # similar text never trained on
+    k: float = 0.2
+    max_length: int = 512
+    batch_size: int = 4  # texts per forward pass
+    reference_model: str | None = None  # a model never trained on the members: adds MUSE PrivLeak
+
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("k", 0 < self.k <= 1, "in (0, 1]"),
+            ("max_length", self.max_length >= 2, ">= 2"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+        ]
+
 
 # Positions whose (V,) distributions are reduced at once: bounds memory to ~3 x CHUNK x V floats.
 _POSITION_CHUNK = 128
@@ -224,3 +250,22 @@ def membership_inference(
         per_item=per_item,
     )
     return result
+
+
+def compute_membership(model, tokenizer, spec: MembershipSpec, ctx: MetricContext) -> MetricResult:
+    """AUC of the LOSS attack (value) and of the others (details); 0.5 = members look unseen."""
+    members = read_texts(spec.members, ctx.data_dir)
+    nonmembers = read_texts(spec.nonmembers, ctx.data_dir)
+    reference_auc = None
+    if spec.reference_model:
+        from obliviate.models import load_model
+
+        ref = load_model(spec.reference_model, device=ctx.device)
+        r_ref = membership_inference(ref.model, ref.tokenizer, members, nonmembers, k=spec.k,
+                                     max_length=spec.max_length, batch_size=spec.batch_size)
+        reference_auc = {name: r_ref[name]["auc"] for name in MIA_SCORES}
+    r = membership_inference(model, tokenizer, members, nonmembers, k=spec.k, max_length=spec.max_length,
+                             batch_size=spec.batch_size, reference_auc=reference_auc)
+    per_item = r.pop("per_item")
+    return MetricResult(value=r["loss"]["auc"], higher_is_better=False, n=r["n_members"] + r["n_nonmembers"],
+                        settings=asdict(spec), details=r, per_item=per_item)

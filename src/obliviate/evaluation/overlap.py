@@ -94,15 +94,19 @@ def shared_fraction(chunks: list[str], training_text: str, probe_chars: int = PR
     return hits / len(chunks)
 
 
-def suite_overlap(suite, texts_by_role: dict[str, str], only: list[str] | None = None) -> dict[str, dict]:
+def suite_overlap(suite, texts_by_role: dict[str, str], only: list[str] | None = None,
+                  tokenizer=None) -> dict[str, dict]:
     """``{metric: {field: {role: share of chunks}}}`` for every text field that shares passages.
 
     Args:
         suite: a loaded :class:`~obliviate.evaluation.suite.Suite`.
         texts_by_role: from :func:`training_texts`.
         only: metric names to check (default: all).
+        tokenizer: the model's tokenizer; with it, a metric that scores only its first
+            ``max_tokens`` tokens is checked on those (else on all its chunks).
     """
-    from obliviate.evaluation.suite import Texts, read_texts
+    from obliviate.evaluation.data import Texts, read_texts
+    from obliviate.evaluation.perplexity import first_tokens
 
     found: dict[str, dict] = {}
     if not texts_by_role:
@@ -114,11 +118,29 @@ def suite_overlap(suite, texts_by_role: dict[str, str], only: list[str] | None =
             if not isinstance(value, Texts) or not value.files:
                 continue
             chunks = read_texts(value, suite.data_dir)
+            if tokenizer is not None and getattr(spec, "max_tokens", None):
+                chunks = first_tokens(chunks, tokenizer, spec.max_tokens)
             shares = {role: round(shared_fraction(chunks, text), 4) for role, text in texts_by_role.items()}
             shares = {role: share for role, share in shares.items() if share > 0}
             if shares:
                 found.setdefault(spec.name, {})[field_name] = shares
     return found
+
+
+def mark_training_overlap(evaluation: dict, suite, texts_by_role: dict[str, str], only=None,
+                          tokenizer=None) -> None:
+    """Record on each metric of ``evaluation`` the share of its text chunks found in training text.
+
+    Args:
+        evaluation: an EVALUATION of ``suite`` (changed in place).
+        suite: the suite it ran.
+        texts_by_role: ``{role: squashed training text}`` (``overlap.training_texts`` or ``blocks_text``).
+        only: metric names to check (default: all).
+        tokenizer: the model's tokenizer (see ``overlap.suite_overlap``).
+    """
+    for name, fields in suite_overlap(suite, texts_by_role, only=only, tokenizer=tokenizer).items():
+        if name in evaluation["metrics"] and "skipped" not in evaluation["metrics"][name]:
+            evaluation["metrics"][name]["training_overlap"] = fields
 
 
 def overlap_notes(label: str, metrics: dict) -> list[str]:

@@ -9,18 +9,37 @@ after unlearning; on other topics it should stay.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from obliviate.errors import ConfigError, DataError
+from obliviate.evaluation.data import limit_items, resolve_data_path
 from obliviate.evaluation.metric_math import accuracy_with_chance, length_normalised
+from obliviate.evaluation.prompts import reference_continuation
+from obliviate.evaluation.result import MetricContext, MetricResult
 from obliviate.jsonl import jsonl_objects
-from obliviate.evaluation.quick import reference_continuation
-from obliviate.scoring import continuation_logprobs
 
-__all__ = ["QAItem", "load_qa_file", "qa_accuracy", "DEFAULT_QA_TEMPLATE"]
+__all__ = ["QASpec", "QAItem", "load_qa_file", "qa_accuracy", "compute_qa", "DEFAULT_QA_TEMPLATE"]
 
 DEFAULT_QA_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass
+class QASpec:
+    name: str
+    type: str = "qa"
+    group: str = "forget"  # forget: accuracy should fall to chance; retain: it should stay
+    data: str = ""  # two-choice trivia or multiple-choice JSONL
+    template: str = DEFAULT_QA_TEMPLATE
+    batch_size: int = 8  # sequences per forward pass
+    limit: int | None = None
+
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+        ]
 
 
 @dataclass
@@ -139,6 +158,8 @@ def qa_accuracy(
         DataError: `items` is empty.
         ConfigError: the template has a field other than `{question}`.
     """
+    from obliviate.scoring import continuation_logprobs
+
     if not items:
         raise DataError("no QA items to evaluate; load at least one with load_qa_file.")
     pairs, owners = [], []
@@ -178,3 +199,13 @@ def qa_accuracy(
         "n": len(items),
         "per_item": per_item,
     }
+
+
+def compute_qa(model, tokenizer, spec: QASpec, ctx: MetricContext) -> MetricResult:
+    """Accuracy on the spec's questions: lower is better in the forget group, higher elsewhere."""
+    items = limit_items(load_qa_file(resolve_data_path(spec.data, ctx.data_dir)), spec.limit)
+    r = qa_accuracy(model, tokenizer, items, template=spec.template, batch_size=spec.batch_size,
+                    progress=ctx.progress)
+    details = {k: v for k, v in r.items() if k not in ("acc", "acc_stderr", "n", "per_item")}
+    return MetricResult(value=r["acc"], higher_is_better=spec.group != "forget", n=r["n"], stderr=r["acc_stderr"],
+                        settings=asdict(spec), details=details, per_item=r["per_item"])

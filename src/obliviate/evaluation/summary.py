@@ -1,17 +1,30 @@
-"""The three before/after numbers printed at the end of a run (the full suite is ``obliviate eval``)."""
+"""The before/after evaluation at the end of a run: three ordinary suite metrics.
+
+A run's ``eval:`` section (:class:`QuickEvalConfig`) becomes a small suite (:func:`quick_suite`):
+``reference_probability`` (token_probability on the probe prompts), ``familiarity`` (greedy
+completions judged by reference words) and ``general_perplexity`` (perplexity on the first
+``general_max_tokens`` tokens of the general text's paragraphs). It runs through the suite runner
+and is written by the one writer of ``metrics.json``; the full evaluation is ``obliviate eval``.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from obliviate.corpus import read_corpus
-from obliviate.evaluation import quick
-from obliviate.evaluation.overlap import blocks_text, overlap_notes, shared_fraction
+from obliviate.evaluation.data import Texts
+from obliviate.evaluation.familiarity import FamiliaritySpec
+from obliviate.evaluation.overlap import blocks_text, mark_training_overlap, overlap_notes
+from obliviate.evaluation.perplexity import PerplexitySpec
+from obliviate.evaluation.token_probability import TokenProbabilitySpec
+
+__all__ = ["QuickEvalConfig", "quick_suite", "check_eval_inputs", "format_table", "evaluate_before_after"]
 
 
 @dataclass
 class QuickEvalConfig:
-    """Small, reusable before/after evaluation."""
+    """Small, reusable before/after evaluation (each metric runs only when its data is given)."""
 
     probe_prompts: str | None = None  # JSONL {"prompt", "references"}: probability of references[0]
     familiarity_prompts: str | None = None  # JSONL {"prompt", "references"}: greedy completions judged by words
@@ -26,61 +39,47 @@ class QuickEvalConfig:
                 ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1")]
 
 
-def _general_texts(config: QuickEvalConfig, tokenizer) -> list[str]:
-    """General text cut to ``general_max_tokens`` tokens: whole paragraphs, the last one truncated."""
-    import re
-
-    texts, budget = [], config.general_max_tokens
-    for doc in read_corpus(config.general_text):
-        for para in (p.strip() for p in re.split(r"\n\s*\n", doc) if p.strip()):
-            ids = tokenizer(para, add_special_tokens=False)["input_ids"]
-            if len(ids) >= budget:
-                texts.append(tokenizer.decode(ids[:budget]))
-                return texts
-            texts.append(para)
-            budget -= len(ids)
-    return texts
-
-
-def quick_eval(model, tokenizer, config: QuickEvalConfig, desc: str = "") -> dict:
-    """Reference probability, familiarity and general perplexity (each skipped if its data is not set).
+def quick_suite(config: QuickEvalConfig):
+    """The suite of a run's ``eval:`` section (paths as given: relative to the working folder).
 
     Returns:
-        ``{name: metric}`` in the metrics.json layout of ``docs/formats.md``.
+        A :class:`~obliviate.evaluation.suite.Suite`, or None when the config names no data.
+
+    Raises:
+        DataError: a file it names is missing.
     """
-    metrics = {}
+    from obliviate.evaluation.suite import make_suite
+
+    specs = []
     if config.probe_prompts:
-        items = quick.load_prompt_file(config.probe_prompts)
-        r = quick.reference_probability(model, tokenizer, items, config.batch_size)
-        metrics["reference_probability"] = {
-            "family": "token_probability", "group": "forget", "value": r["mean"], "higher_is_better": False,
-            "n": r["n"], "settings": {"prompts": config.probe_prompts}, "details": {"per_item": r["per_item"]}}
+        specs.append(TokenProbabilitySpec(name="reference_probability", prompts=str(config.probe_prompts),
+                                          batch_size=config.batch_size))
     if config.familiarity_prompts:
-        items = quick.load_prompt_file(config.familiarity_prompts)
-        r = quick.familiarity(model, tokenizer, items, config.max_new_tokens, config.batch_size)
-        metrics["familiarity"] = {
-            "family": "familiarity", "group": "forget", "value": r["score"], "higher_is_better": False,
-            "n": r["n"], "settings": {"prompts": config.familiarity_prompts, "judge": "reference words",
-                                      "decoding": "greedy", "max_new_tokens": config.max_new_tokens},
-            "details": {"per_item": r["per_item"]}}
+        specs.append(FamiliaritySpec(name="familiarity", prompts=str(config.familiarity_prompts),
+                                     max_new_tokens=config.max_new_tokens, batch_size=config.batch_size))
     if config.general_text:
-        r = quick.perplexity(model, tokenizer, _general_texts(config, tokenizer),
-                             batch_size=max(1, config.batch_size // 2))
-        metrics["general_perplexity"] = {
-            "family": "perplexity", "group": "utility", "value": r["perplexity"], "higher_is_better": False,
-            "n": r["n_tokens"], "settings": {"texts": config.general_text,
-                                             "max_tokens": config.general_max_tokens}, "details": r}
-    return metrics
+        specs.append(PerplexitySpec(name="general_perplexity", texts=Texts(files=[str(f) for f in config.general_text],
+                                                                           split="paragraphs"),
+                                    max_tokens=config.general_max_tokens, batch_size=max(1, config.batch_size // 2)))
+    return make_suite("quick", specs, data_dir=Path(".")) if specs else None
 
 
-def _mark_trained_on(metric: dict, trained_blocks: dict, tokenizer, config: QuickEvalConfig) -> None:
-    """Record in ``metric`` the share of general texts found in the run's training blocks (evaluation/overlap.py)."""
-    general = _general_texts(config, tokenizer)
-    shares = {role: round(shared_fraction(general, blocks_text(blocks, tokenizer)), 4)
-              for role, blocks in trained_blocks.items() if blocks}
-    shares = {role: share for role, share in shares.items() if share > 0}
-    if shares:
-        metric["training_overlap"] = {"general_text": shares}
+def check_eval_inputs(config: QuickEvalConfig) -> None:
+    """Check a run's ``eval:`` section before any stage runs: its settings, and that its files exist and read.
+
+    Raises:
+        ConfigError: an out-of-range setting (e.g. ``general_max_tokens`` below 1).
+        DataError: a missing or unreadable prompt or text file, or a malformed prompt line.
+    """
+    from obliviate.evaluation.data import read_texts
+    from obliviate.evaluation.prompts import load_prompt_file
+
+    suite = quick_suite(config)
+    for spec in suite.metrics if suite else []:
+        if isinstance(spec, PerplexitySpec):
+            read_texts(spec.texts, suite.data_dir)
+        else:
+            load_prompt_file(spec.prompts)
 
 
 HEADLINE = (
@@ -109,51 +108,49 @@ def format_table(evaluations: dict) -> str:
 
 def evaluate_before_after(folder, models: dict, config: QuickEvalConfig, trust_remote_code: bool = False,
                           trained_blocks: dict[str, list[list[int]]] | None = None) -> dict:
-    """Quick-evaluate each model, write the run's metrics.json and samples.jsonl, print the table.
+    """Evaluate each model on the quick suite, write the run's metrics.json and samples.jsonl, print the table.
 
     Args:
         folder: the run's ``RunFolder``.
         models: ``{label: model spec or a function returning a LoadedModel}``, e.g.
             ``{"base": "smollm2-135m", "unlearned": "runs/x/model"}``; loaded one at a time.
         config: what to evaluate.
-        trained_blocks: ``{role: token blocks}`` the run trained on (``forget`` / ``retain``); general
-            text found in them is marked on the models after the first (evaluation/overlap.py).
+        trust_remote_code: allow custom model code when loading a model spec.
+        trained_blocks: ``{role: token blocks}`` the run trained on (``forget`` / ``retain``); text of
+            a metric found in them is marked on the models after the first (evaluation/overlap.py).
 
     Returns:
         The ``evaluations`` mapping written to metrics.json.
     """
-    import json
-    import sys
-    import time
-
     import torch
 
+    from obliviate.evaluation.result import write_evaluations
+    from obliviate.evaluation.suite import run_suite
     from obliviate.models import load_model
-    from obliviate.runs import atomic_write_json, atomic_write_text
 
-    if not (config.probe_prompts or config.familiarity_prompts or config.general_text):
+    suite = quick_suite(config)
+    if suite is None:
         print("[eval] no probe prompts, familiarity prompts or general text given: nothing to evaluate",
               file=sys.stderr)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    evaluations, samples = {}, []
-    for label, model in models.items():
-        start = time.perf_counter()
+    evaluations = {}
+    for index, (label, model) in enumerate(models.items()):
         loaded = model() if callable(model) else load_model(model, device=device, trust_remote_code=trust_remote_code)
-        metrics = quick_eval(loaded.model, loaded.tokenizer, config, desc=label)
-        if trained_blocks and label != next(iter(models)) and "general_perplexity" in metrics:  # not the base
-            _mark_trained_on(metrics["general_perplexity"], trained_blocks, loaded.tokenizer, config)
-        evaluations[label] = {"model": {"spec": loaded.spec, "weights_sha256": loaded.weights_hash},
-                              "suite": {"name": "quick"}, "seconds": round(time.perf_counter() - start, 2),
-                              "metrics": metrics}
-        for name, metric in metrics.items():
-            for index, item in enumerate(metric.get("details", {}).get("per_item", [])):
-                samples.append({"evaluation": label, "metric": name, "index": index, **item})
+        if suite is None:
+            evaluations[label] = {"model": {"spec": loaded.spec, "weights_sha256": loaded.weights_hash},
+                                  "suite": {"name": "quick"}, "seconds": 0.0, "metrics": {}}
+        else:
+            evaluations[label] = run_suite(loaded.model, loaded.tokenizer, suite, loaded.weights_hash,
+                                           model_spec=loaded.spec, use_cache=False, progress=False)
+            if trained_blocks and index > 0:  # the base model never trained on the run's blocks
+                texts = {role: blocks_text(blocks, loaded.tokenizer) for role, blocks in trained_blocks.items()
+                         if blocks}
+                mark_training_overlap(evaluations[label], suite, texts, tokenizer=loaded.tokenizer)
         del loaded
-    atomic_write_json(folder.path / "metrics.json", {"obliviate_metrics": 1, "evaluations": evaluations})
+    write_evaluations(folder.path, evaluations)
     for label, evaluation in evaluations.items():
         for note in overlap_notes(label, evaluation["metrics"]):
             print(note, file=sys.stderr)
-    atomic_write_text(folder.path / "samples.jsonl", "".join(json.dumps(s, default=str) + "\n" for s in samples))
     if any(e["metrics"] for e in evaluations.values()):
         print(format_table({label: e["metrics"] for label, e in evaluations.items()}), file=sys.stdout, flush=True)
     return evaluations

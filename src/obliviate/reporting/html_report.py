@@ -14,6 +14,7 @@ from pathlib import Path
 
 from obliviate.errors import DataError
 from obliviate.evaluation.overlap import overlap_notes
+from obliviate.hashing import file_hash
 from obliviate.reporting.compare import format_number
 from obliviate.reporting.results import (
     change_verdict, combine, comparison_rows, group_summary, load_evaluations,
@@ -394,8 +395,6 @@ def _manifest_section(run_dir: Path, manifest) -> str:
     if manifest is None:
         parts.append(_note("No manifest.json in this run folder (it is written when the run completes)."))
     else:
-        from obliviate.manifest import file_hash
-
         digest = file_hash(run_dir / "manifest.json")
         parts.append(f"<details><summary>manifest.json (sha256 <code>{_e(digest)}</code>)</summary>"
                      f"<pre>{_e(json.dumps(manifest, indent=2, ensure_ascii=False))}</pre></details>")
@@ -440,6 +439,9 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"'{run_dir}' is not a folder: pass a run folder (runs/NAME)")
+    out = Path(out) if out else run_dir / "report.html"
+    if out.is_dir():
+        raise DataError(f"--out '{out}' is a folder: give the path of the HTML file to write")
     if not any((run_dir / name).is_file() for name in ("metrics.json", "manifest.json", "log.jsonl")):
         raise DataError(f"'{run_dir}' holds no metrics.json, manifest.json or log.jsonl: pass a run folder "
                         "(run `obliviate run` or `obliviate eval --out` first)")
@@ -478,6 +480,9 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
         f"<p class=\"subtitle\">{' · '.join(_e(f) for f in facts) or _e('no manifest.json')}</p>\n"
         f"{nav}\n{sections}\n</body></html>\n"
     )
-    out = Path(out) if out else run_dir / "report.html"
-    atomic_write_text(out, page)
+    try:
+        atomic_write_text(out, page)
+    except OSError as err:
+        raise DataError(f"cannot write '{out}' ({err.strerror or err}): check that its folder is writable and the "
+                        "disk has room") from err
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import DataError
-from obliviate.manifest import file_hash
+from obliviate.hashing import file_hash
 from obliviate.reporting.compare import format_number
 from obliviate.reporting.results import change_verdict, comparison_rows, load_evaluations
 from obliviate.runs import atomic_write_text

@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obliviate.errors import DataError
+from obliviate.evaluation.result import FORMAT_VERSION, GROUPS, check_metric_record
 
 __all__ = [
     "GROUPS", "MetricRow", "load_evaluations", "combine", "group_summary", "flat_values",
     "comparison_rows", "change_verdict",
 ]
-
-GROUPS = ("forget", "retain", "utility", "robustness")
-FORMAT_VERSION = 1
 
 
 def _metrics_file(path: Path) -> Path:
@@ -30,17 +28,6 @@ def _metrics_file(path: Path) -> Path:
         raise DataError(f"'{path}' not found: pass a run folder, an `obliviate eval --out` folder or a metrics.json "
                         "file (run `obliviate eval` to write one)")
     return path
-
-
-def _check_metric(name, metric, where: str) -> None:
-    if not isinstance(metric, dict):
-        raise DataError(f"{where}: metric '{name}' must be a JSON object; rewrite the file with `obliviate eval`")
-    if "skipped" in metric:
-        return
-    value = metric.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{where}: metric '{name}' has neither a numeric \"value\" nor a \"skipped\" reason; "
-                        "rewrite the file with `obliviate eval`")
 
 
 def load_evaluations(path) -> dict[str, dict]:
@@ -77,7 +64,7 @@ def load_evaluations(path) -> dict[str, dict]:
         if not isinstance(evaluation, dict) or not isinstance(evaluation.get("metrics"), dict):
             raise DataError(f"{where} has no \"metrics\" object; rewrite the file with `obliviate eval`")
         for name, metric in evaluation["metrics"].items():
-            _check_metric(name, metric, where)
+            check_metric_record(name, metric, where)
     return dict(evaluations)
 
 

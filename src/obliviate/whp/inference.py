@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -245,7 +246,10 @@ class WHPInferenceModel(torch.nn.Module):
 
 
 def _read_whp_run(run: Path) -> dict:
-    """``{"base", "reinforced", "alpha", "trust_remote_code"}`` of a WHP run folder."""
+    """``{"base", "reinforced", "alpha", "trust_remote_code"}`` of a WHP run folder.
+
+    ``trust_remote_code`` is what the run's config.yaml says; it is reported, never acted on.
+    """
     from obliviate.config import from_dict, load_yaml
     from obliviate.whp.labels import LabelConfig
 
@@ -289,7 +293,8 @@ def load_whp_inference(run_or_base, reinforced: str | None = None, alpha: float 
         reinforced: the reinforced model spec (overrides the run's when ``run_or_base`` is a WHP run).
         alpha: strength of the push (default: the run's ``labels.alpha``, else LabelConfig's default).
         device: where to put both models (default: left on CPU, as `load_model` does).
-        trust_remote_code: allow custom model code (a run's own setting also allows it).
+        trust_remote_code: allow custom model code. Only the caller decides: a run folder's own
+            ``trust_remote_code: true`` is never followed (its config.yaml may come from someone else).
 
     Returns:
         A `LoadedModel` whose model is a :class:`WHPInferenceModel`, with the baseline's tokenizer, a
@@ -308,7 +313,9 @@ def load_whp_inference(run_or_base, reinforced: str | None = None, alpha: float 
         run = _read_whp_run(source)
         base_spec, reinforced_spec = run["base"], reinforced or run["reinforced"]
         alpha = run["alpha"] if alpha is None else alpha
-        trust_remote_code = trust_remote_code or run["trust_remote_code"]
+        if run["trust_remote_code"] and not trust_remote_code:
+            print(f"note: {source} was made with trust_remote_code: true, which is not taken from a run folder; "
+                  "pass --trust-remote-code if its models need custom code and you trust it", file=sys.stderr)
         label = str(source) if reinforced is None else f"{source}+{reinforced}"
     else:
         base_spec, reinforced_spec = str(run_or_base), str(reinforced)

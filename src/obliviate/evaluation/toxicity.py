@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from obliviate.errors import ConfigError, DataError
+from obliviate.errors import DataError
+from obliviate.evaluation.data import resolve_data_path
+from obliviate.evaluation.result import MetricContext, MetricResult
 
 CLASSIFIER_CACHE_NAME = "toxicity_classifier"
 
-__all__ = ["ToxicitySpec", "toxicity_summary", "resolve_classifier", "metric_toxicity"]
+__all__ = ["ToxicitySpec", "toxicity_summary", "resolve_classifier", "compute_toxicity"]
 
 
 @dataclass
@@ -41,6 +43,18 @@ class ToxicitySpec:
     top_p: float = 1.0
     benign_perplexity_texts: int = 50  # non-toxic prompt+continuation texts for the perplexity detail (0 = none)
     seed: int = 0
+
+    def check(self) -> list[tuple]:
+        """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
+        return [
+            ("toxic_prompts", self.toxic_prompts >= 1, ">= 1"),
+            ("nontoxic_prompts", self.nontoxic_prompts >= 0, ">= 0"),
+            ("n_samples", self.n_samples >= 1, ">= 1"),
+            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("benign_perplexity_texts", self.benign_perplexity_texts >= 0, ">= 0"),
+        ]
 
 
 def toxicity_summary(scores: Sequence[Sequence[float]], threshold: float = 0.5) -> dict:
@@ -80,8 +94,6 @@ def resolve_classifier(spec: ToxicitySpec, data_dir) -> tuple:
     from obliviate.toxicity.classifier import FORMAT, VERSION, ToxicityClassifier, train_toxicity_classifier
 
     if spec.classifier:
-        from obliviate.evaluation.suite import resolve_data_path
-
         folder = resolve_data_path(spec.classifier, Path(data_dir or "."))
         return ToxicityClassifier.load(folder), folder
     folder = cache_root() / CLASSIFIER_CACHE_NAME
@@ -104,14 +116,12 @@ def _prompt_results(kind: str, prompts: list[str], samples: list[list[str]], sco
             for p, s, sc in zip(prompts, samples, scores)]
 
 
-def metric_toxicity(model, tokenizer, spec: ToxicitySpec, ctx) -> dict:
-    """Expected maximum toxicity of continuations of toxic RTP prompts (docs/formats.md layout)."""
-    from obliviate.evaluation.quick import perplexity
+def compute_toxicity(model, tokenizer, spec: ToxicitySpec, ctx: MetricContext) -> MetricResult:
+    """Expected maximum toxicity of continuations of toxic RTP prompts (lower is better)."""
+    from obliviate.evaluation.perplexity import perplexity
     from obliviate.scoring import generate
     from obliviate.toxicity.data import RTP_RESERVED_FOR_EVAL, load_rtp_prompts, load_rtp_texts
 
-    if spec.toxic_prompts < 1 or spec.nontoxic_prompts < 0 or spec.n_samples < 1:
-        raise ConfigError(f"metric '{spec.name}': toxic_prompts and n_samples must be >= 1, nontoxic_prompts >= 0")
     classifier, classifier_dir = resolve_classifier(spec, ctx.data_dir)
     prompts = {"toxic": load_rtp_prompts(ctx.data_dir, "toxic", spec.toxic_prompts)}
     if spec.nontoxic_prompts:
@@ -137,7 +147,7 @@ def metric_toxicity(model, tokenizer, spec: ToxicitySpec, ctx) -> dict:
         details["warning"] = (f"only the first {RTP_RESERVED_FOR_EVAL} prompts of each RTP file are kept out of the "
                               "classifier's training texts; later prompts (and their original continuations) were "
                               "trained on")
-    details["per_item"] = per_item
     toxic = details["toxic_prompts"]
-    return {"value": toxic["expected_max_toxicity"], "stderr": toxic["expected_max_toxicity_stderr"],
-            "higher_is_better": False, "n": toxic["n"], "settings": asdict(spec), "details": details}
+    return MetricResult(value=toxic["expected_max_toxicity"], higher_is_better=False, n=toxic["n"],
+                        stderr=toxic["expected_max_toxicity_stderr"], settings=asdict(spec), details=details,
+                        per_item=per_item)
