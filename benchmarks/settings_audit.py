@@ -63,15 +63,20 @@ def flatten(data, prefix: str = "") -> dict:
 
 @contextlib.contextmanager
 def merge_in_use(from_dict):
-    """Make ``obliviate.config.from_dict`` be ``from_dict`` (the CLI imports it at call time)."""
+    """Make ``from_dict`` the merge of the CLI's resolution (``obliviate.settings``) and of
+    ``obliviate.config`` (imported at call time elsewhere)."""
     import obliviate.config
+    import obliviate.settings
 
-    saved = obliviate.config.from_dict
-    obliviate.config.from_dict = from_dict
+    modules = (obliviate.config, obliviate.settings)
+    saved = [module.from_dict for module in modules]
+    for module in modules:
+        module.from_dict = from_dict
     try:
         yield
     finally:
-        obliviate.config.from_dict = saved
+        for module, original in zip(modules, saved):
+            module.from_dict = original
 
 
 # ---- resolvers: (from_dict) -> flat dict of the resolved settings ----
@@ -113,12 +118,8 @@ def suite(path, data_dir: Path):
     from obliviate.evaluation import suite as suite_module
 
     def resolve(from_dict):
-        saved = suite_module.from_dict
-        suite_module.from_dict = from_dict
-        try:
+        with merge_in_use(from_dict):  # load_suite imports from_dict from obliviate.config when called
             loaded = suite_module.load_suite(path, data_dir=data_dir)
-        finally:
-            suite_module.from_dict = saved
         return {k: v for spec in loaded.metrics
                 for k, v in flatten(dataclasses.asdict(spec), f"metrics.{spec.name}.").items()}
     return resolve

@@ -172,15 +172,11 @@ CASES = [
     Case("eval-suite-duplicate-key", **_eval(suite="suite_duplicate_key.yaml", says="duplicate key 'name'")),
     Case("eval-suite-missing-data", **_eval(suite="suite_missing_data.yaml", says="gone.txt")),
     Case("eval-suite-empty", **_eval(suite="suite_empty.yaml", says="suite_empty.yaml")),
-    Case("eval-suite-latin1", **_eval(suite="suite_latin1.yaml", says="suite_latin1.yaml"),
-         xfail="config.load_yaml lets UnicodeDecodeError escape (traceback)"),
-    Case("eval-limit-0", **_eval("--limit", "0", says="--limit"),
-         xfail="cmd_eval tests `if args.limit:`, so --limit 0 runs the whole suite and exits 0"),
+    Case("eval-suite-latin1", **_eval(suite="suite_latin1.yaml", says="suite_latin1.yaml")),
+    Case("eval-limit-0", **_eval("--limit", "0", says="--limit")),
     Case("eval-limit-negative", **_eval("--limit", "-2", says="--limit")),
-    Case("eval-only-unknown-metric", **_eval("--only", "nope", says="nope"),
-         xfail="run_suite ignores an --only name that no metric has; writes an empty metrics.json, exit 0"),
-    Case("eval-out-is-a-file", argv=EVAL[:-1] + ["{kit}/a_file", "--suite", "{kit}/suite.yaml"], says="a_file",
-         xfail="cmd_eval checks --out only when writing metrics.json, after the whole suite: FileExistsError"),
+    Case("eval-only-unknown-metric", **_eval("--only", "nope", says="nope")),
+    Case("eval-out-is-a-file", argv=EVAL[:-1] + ["{kit}/a_file", "--suite", "{kit}/suite.yaml"], says="a_file"),
     # ---- compare
     Case("compare-missing-path", argv=["compare", "{kit}/good_eval", "{kit}/no_such_eval"], says="no_such_eval"),
     Case("compare-no-metrics", argv=["compare", "{kit}/good_eval", "{kit}/no_metrics"], says="no_metrics"),
@@ -198,8 +194,7 @@ CASES = [
     Case("report-corrupt-metrics", argv=["report", "{kit}/corrupt"], says="metrics.json",
          outputs=["{kit}/corrupt/report.html"]),
     Case("report-out-is-folder", argv=["report", "{kit}/good_eval", "--out", "{kit}/emptydir"], says="emptydir",
-         outputs=["{kit}/good_eval/report.html"],
-         xfail="write_report writes --out without checking it: IsADirectoryError traceback"),
+         outputs=["{kit}/good_eval/report.html"]),
 ]
 
 
@@ -365,8 +360,6 @@ def test_unreadable_file_is_one_clear_line(tmp_path, monkeypatch):
             read(tmp_path / name)
 
 
-@pytest.mark.xfail(strict=True, reason="runs.atomic_write_json/atomic_write_text cannot encode a surrogate-escaped "
-                                       "corpus name: no manifest.json, model card or report.html is written")
 def test_whp_run_with_non_utf8_corpus_name(tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
     target = _not_utf8(tmp_path, ".txt")

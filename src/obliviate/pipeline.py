@@ -86,19 +86,10 @@ def _eval_files(eval_config) -> list[str]:
 
 
 def check_eval_inputs(eval_config) -> None:
-    """The end-of-run evaluation's files exist and read (before any stage runs).
+    """The end-of-run evaluation's settings and files, checked before any stage runs."""
+    from obliviate.evaluation.summary import check_eval_inputs as check
 
-    Raises:
-        DataError: a missing or unreadable prompt or text file.
-    """
-    from obliviate.corpus import read_corpus
-    from obliviate.evaluation import quick
-
-    for path in (eval_config.probe_prompts, eval_config.familiarity_prompts):
-        if path:
-            quick.load_prompt_file(path)
-    if eval_config.general_text:
-        read_corpus(eval_config.general_text)
+    check(eval_config)
 
 
 def eval_inputs(eval_config) -> dict[str, str]:

@@ -165,7 +165,9 @@ class UnlearnRun(StagedRun):
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
 
     def manifest_facts(self) -> dict:
-        sources = ", ".join(map(str, self.config.forget.sources))
+        from obliviate.jsonl import display_path
+
+        sources = ", ".join(display_path(s) for s in self.config.forget.sources)
         return {"method": self.config.method, "removed": f"knowledge of the forget corpus {sources}"}
 
     def _stage_unlearn(self, blocks) -> dict:

@@ -139,7 +139,9 @@ class WHPRun(StagedRun):
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
 
     def manifest_facts(self) -> dict:
-        sources = ", ".join(map(str, self.config.target.sources))
+        from obliviate.jsonl import display_path
+
+        sources = ", ".join(display_path(s) for s in self.config.target.sources)
         return {"method": "whp", "removed": f"knowledge of the target corpus {sources}"}
 
     def reinforced_path(self) -> str:
