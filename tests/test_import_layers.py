@@ -10,7 +10,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "obliviate"
-CHECKED = ("obliviate.evaluation", "obliviate.reporting", "obliviate.manifest", "obliviate.hashing")
+CHECKED = ("obliviate.evaluation", "obliviate.reporting", "obliviate.manifest", "obliviate.hashing", "obliviate.config",
+           "obliviate.runs", "obliviate.pipeline", "obliviate.settings")
 
 
 def _module_name(path: Path) -> str:

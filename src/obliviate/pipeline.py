@@ -22,7 +22,8 @@ from pathlib import Path
 
 from obliviate.config import from_dict, to_dict, validate
 from obliviate.errors import ConfigError, RunFolderError
-from obliviate.runs import RunFolder, is_main_process, settings_hash, wait_for_everyone
+from obliviate.hashing import settings_hash
+from obliviate.runs import RunFolder, is_main_process, wait_for_everyone
 
 # Keys of a stage's inputs that are not content hashes of files (left out of the manifest's inputs).
 _INTERNAL_INPUTS = ("settings", "upstream")
@@ -97,7 +98,7 @@ def eval_inputs(eval_config) -> dict[str, str]:
     import hashlib
 
     from obliviate.corpus import expand_sources
-    from obliviate.runs import file_sha256
+    from obliviate.hashing import file_sha256
 
     digest = hashlib.sha256()
     for path in _eval_files(eval_config):

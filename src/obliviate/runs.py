@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from obliviate.errors import RunFolderError
+from obliviate.hashing import file_sha256, tree_hashes
 
 LOCK_FILE = ".lock"
 STATE_VERSION = 2
@@ -88,41 +88,6 @@ def save_yaml(data: dict, path) -> None:
     except UnicodeEncodeError:
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False)
     atomic_write_text(path, text)
-
-
-# ---- content hashes ------------------------------------------------------------------------------
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tree_hashes(path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file in a folder (or of one file), sorted."""
-    path = Path(path)
-    if path.is_file():
-        return {path.name: file_sha256(path)}
-    return {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*")) if f.is_file()}
-
-
-def settings_hash(data) -> str:
-    """sha256 of plain data (a config section) in a canonical JSON form."""
-    text = json.dumps(data, sort_keys=True, ensure_ascii=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def path_signature(spec: str) -> str:
-    """A cheap fingerprint of a local model path (names, sizes and modification times of its
-    files), or of the spec itself when it is not a local path (embedded name, hub id)."""
-    path = Path(str(spec)).expanduser()
-    if not path.exists():
-        return settings_hash(str(spec))
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
-    return settings_hash([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
 
 
 def _first_difference(a, b, prefix=""):

@@ -22,7 +22,7 @@ from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_a
 from obliviate.manifest import file_hash
 from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
 from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
-from obliviate.runs import path_signature, settings_hash
+from obliviate.hashing import path_signature, settings_hash
 from obliviate.train import TrainConfig, train
 from obliviate.corpus import CorpusConfig
 

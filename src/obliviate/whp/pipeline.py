@@ -20,7 +20,8 @@ from obliviate.errors import ConfigError, DataError
 from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
 from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
-from obliviate.runs import atomic_write_json, file_sha256, path_signature, settings_hash
+from obliviate.hashing import file_sha256, path_signature, settings_hash
+from obliviate.runs import atomic_write_json
 from obliviate.train import TrainConfig, train
 from obliviate.whp.labels import LabelConfig, generate_generic_labels, load_labels, save_labels
 
