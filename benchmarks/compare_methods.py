@@ -28,13 +28,14 @@ from obliviate.demo import resource
 from obliviate.errors import ObliviateError
 from obliviate.evaluation.overlap import overlap_notes, suite_overlap, training_texts
 from obliviate.evaluation.suite import load_suite, run_suite
-from obliviate.methods import make_method, uses_retain
+from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
 from obliviate.models import load_model
 from obliviate.unlearn import UnlearnConfig, UnlearnRun
 from obliviate.whp.inference import load_whp_inference
 from obliviate.whp.pipeline import WHPConfig, WHPRun
 
-METHODS = ("gradient_ascent", "grad_diff", "kl_retain", "npo", "simnpo", "rmu", "adaptive_rmu", "cosine_rmu")
+# every registered unlearning method but the toxicity objective (benchmarks/toxicity_methods.py runs it)
+METHODS = tuple(m for m in UNLEARNING_METHODS if m != "probe_direction")
 
 
 def tasks(data: Path) -> dict:

@@ -282,3 +282,11 @@ def test_search_layer_beyond_the_model_fails_before_any_inner_run(tiny_model, ti
     blocks = Blocks(train=[[1, 2, 3, 4]], heldout=[[5, 6, 7, 8]])
     with pytest.raises(ConfigError, match="^search.layers: layer 9 is out of range: the model has 4 layers"):
         meta_search(tiny_model, tiny_tokenizer, blocks, blocks, "rmu", MetaSearchConfig(layers=[1, 9]))
+
+
+def test_readme_names_every_unlearning_method():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in UNLEARNING_METHODS if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not name {missing}"

@@ -12,7 +12,7 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``unlearn`` command to an argparse subparsers object; returns its parser."""
     from obliviate.methods import UNLEARNING_METHODS
 
-    p = subparsers.add_parser("unlearn", help="forget a corpus with GA, GradDiff, KL, NPO, SimNPO or an RMU variant "
+    p = subparsers.add_parser("unlearn", help="forget a corpus with any registered unlearning method (see --method) "
                                               "(skips completed stages)")
     p.add_argument("--config", help="YAML config file (CLI options and --set override it)")
     p.add_argument("--model", help="model to unlearn from: embedded name (smollm2-135m), HF folder, .gguf or hub id")
