@@ -56,16 +56,18 @@ def run_demo(out="runs/demo", model: str = "smollm2-135m", overwrite: bool = Fal
     out = Path(out)
     config = demo_config(out, model)
     run = WHPRun(config, out, overwrite=overwrite)
-    run.folder.init(to_dict(config), overwrite=overwrite)
-    corpus = out / "synthesized_corpus.jsonl"
-    if not corpus.exists():
-        print("[synthesize] sampling a Harry Potter corpus from the model itself ...", file=sys.stderr)
-        s = DEMO_SETTINGS["synthesize"]
-        loaded = load_model(model)
-        seeds = load_seed_prompts(resource("demo", "harry_potter", "seed_prompts.txt"))
-        texts = synthesize_records(loaded.model, loaded.tokenizer, seeds, s["n_samples"],
-                                  max_new_tokens=s["max_new_tokens"], temperature=s["temperature"],
-                                  batch_size=s["batch_size"], seed=s["seed"])
-        write_corpus(texts, corpus)
-        del loaded
-    return run.run()
+    run.folder.check_writable()
+    with run.folder.lock():  # the synthesis writes into the folder too
+        run.folder.init(to_dict(run.config), overwrite=overwrite, kind=run.KIND)
+        corpus = out / "synthesized_corpus.jsonl"
+        if not corpus.exists():
+            print("[synthesize] sampling a Harry Potter corpus from the model itself ...", file=sys.stderr)
+            s = DEMO_SETTINGS["synthesize"]
+            loaded = load_model(model)
+            seeds = load_seed_prompts(resource("demo", "harry_potter", "seed_prompts.txt"))
+            texts = synthesize_records(loaded.model, loaded.tokenizer, seeds, s["n_samples"],
+                                      max_new_tokens=s["max_new_tokens"], temperature=s["temperature"],
+                                      batch_size=s["batch_size"], seed=s["seed"])
+            write_corpus(texts, corpus)
+            del loaded
+        return run.run()

@@ -35,29 +35,31 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _absolute(value: str) -> str:
-    """An existing local path (or a glob pattern) made absolute; anything else unchanged."""
+def _absolute(value: str, model: bool) -> str:
+    """A local path made absolute. A model setting may also be an embedded name or a hub id: it is
+    made absolute only when it names an existing local path."""
     text = str(value)
     path = Path(text).expanduser()
-    if any(ch in text for ch in "*?[") or path.exists():
-        return str(path.absolute())
-    return text
+    if model and not path.exists():
+        return text
+    return str(path.absolute())
 
 
 def normalize_paths(config, paths: tuple[str, ...]):
-    """A copy of ``config`` whose path settings (``"a.b"`` names) are absolute where they exist,
-    so a relative and an absolute path to the same file are the same run."""
-    def update(node, parts):
+    """A copy of ``config`` whose path settings (``"a.b"`` names) are absolute, so a relative and
+    an absolute path to the same file are the same run (settings named ``model`` or ``*.model``
+    only where they are local paths)."""
+    def update(node, parts, model):
         head, rest = parts[0], parts[1:]
         value = getattr(node, head)
         if rest:
-            return dataclasses.replace(node, **{head: update(value, rest)})
+            return dataclasses.replace(node, **{head: update(value, rest, model)})
         if isinstance(value, list):
-            return dataclasses.replace(node, **{head: [_absolute(v) for v in value]})
-        return dataclasses.replace(node, **{head: _absolute(value) if value else value})
+            return dataclasses.replace(node, **{head: [_absolute(v, model) for v in value]})
+        return dataclasses.replace(node, **{head: _absolute(value, model) if value else value})
 
     for name in paths:
-        config = update(config, name.split("."))
+        config = update(config, name.split("."), model=name.split(".")[-1] == "model")
     return config
 
 

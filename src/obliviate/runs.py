@@ -153,10 +153,11 @@ class RunFolder:
     def lock(self):
         """Hold the folder for this process: a second process on the same folder gets one clear
         error. The lock file names the holder's PID; a lock left by a process that died is stale
-        and taken over (the operating system releases ``flock`` locks of dead processes)."""
+        and taken over (the operating system releases ``flock`` locks of dead processes). Taking
+        it again through the same ``RunFolder`` while it is held is a no-op."""
         import fcntl
 
-        if not is_main_process():
+        if not is_main_process() or self._lock_fh is not None:  # other ranks; or already held here
             yield self
             return
         self.check_writable()
