@@ -341,6 +341,7 @@ def run_meta_search(config: UnlearnConfig, search: MetaSearchConfig, out, overwr
         ConfigError: see :func:`meta_search`. RunFolderError: ``out`` holds something else.
     """
     run = UnlearnRun(config, out)  # checks method, settings and corpora
+    config = run.config  # paths made absolute, values in their declared types: what the final run records
     check_search(config.method, search)
     folder = RunFolder(out)
     search_path = folder.path / "search.json"
@@ -359,15 +360,16 @@ def run_meta_search(config: UnlearnConfig, search: MetaSearchConfig, out, overwr
                              trust_remote_code=config.trust_remote_code)
         result["request"] = request
     final_config = best_config(config, result["best"])
-    folder.init(to_dict(final_config), overwrite=overwrite)
-    if result is not previous and is_main_process():
-        atomic_write_json(search_path, result)
-        folder.log({"event": "meta_search", "best": result["best"], "best_score": result["best_score"],
-                    "inner_runs": len(result["trials"]), "seconds": result["seconds"]})
-    settings = {k: v for k, v in result["best"].items() if k != "learning_rate"}
-    _say(f"[meta-search] best: {format_settings(settings, result['best']['learning_rate'])} "
-         f"(score {result['best_score']:+.4f}); final run with these settings")
-    UnlearnRun(final_config, out).run()
+    with folder.lock():  # from here on the folder is written: one process at a time
+        folder.init(to_dict(final_config), overwrite=overwrite, kind=UnlearnRun.KIND)
+        if result is not previous and is_main_process():
+            atomic_write_json(search_path, result)
+            folder.log({"event": "meta_search", "best": result["best"], "best_score": result["best_score"],
+                        "inner_runs": len(result["trials"]), "seconds": result["seconds"]})
+        settings = {k: v for k, v in result["best"].items() if k != "learning_rate"}
+        _say(f"[meta-search] best: {format_settings(settings, result['best']['learning_rate'])} "
+             f"(score {result['best_score']:+.4f}); final run with these settings")
+        UnlearnRun(final_config, out).run()
     return result
 
 

@@ -28,6 +28,7 @@ from obliviate.errors import RunFolderError
 from obliviate.hashing import file_sha256, tree_hashes
 
 LOCK_FILE = ".lock"
+_HELD: set[str] = set()  # run folders whose lock this process holds
 STATE_VERSION = 2
 
 
@@ -120,7 +121,6 @@ class RunFolder:
 
     def __init__(self, path):
         self.path = Path(path)
-        self._lock_fh = None
 
     @property
     def config_path(self) -> Path:
@@ -154,10 +154,11 @@ class RunFolder:
         """Hold the folder for this process: a second process on the same folder gets one clear
         error. The lock file names the holder's PID; a lock left by a process that died is stale
         and taken over (the operating system releases ``flock`` locks of dead processes). Taking
-        it again through the same ``RunFolder`` while it is held is a no-op."""
+        it again in the same process while it is held is a no-op."""
         import fcntl
 
-        if not is_main_process() or self._lock_fh is not None:  # other ranks; or already held here
+        key = os.path.abspath(self.path)
+        if not is_main_process() or key in _HELD:  # other ranks; or already held by this process
             yield self
             return
         self.check_writable()
@@ -186,11 +187,11 @@ class RunFolder:
             pid = previous.split()[1] if previous.startswith("process ") else ""
             if pid.isdigit() and not _pid_alive(int(pid)):
                 print(f"note: took over the stale lock of {previous} in {self.path}", flush=True)
-        self._lock_fh = fh
+        _HELD.add(key)
         try:
             yield self
         finally:
-            self._lock_fh = None
+            _HELD.discard(key)
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)
@@ -289,9 +290,6 @@ class RunFolder:
                 return False, f"its output '{output}/{name}' changed since it was written" if target.is_dir() \
                     else f"its output '{output}' changed since it was written"
         return True, "done"
-
-    def is_done(self, stage: str, inputs: dict | None = None) -> bool:
-        return self.stage_status(stage, inputs)[0]
 
     def start_stage(self, stage: str, inputs: dict, checkpoint: Path | None = None) -> None:
         """Record that ``stage`` starts with ``inputs``; a checkpoint of an attempt that read other
