@@ -43,5 +43,9 @@ def path_signature(spec: str) -> str:
     path = Path(str(spec)).expanduser()
     if not path.exists():
         return settings_hash(str(spec))
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    if (path / "model" / "config.json").is_file() or (path / "model" / "adapter_config.json").is_file():
+        path = path / "model"  # a run folder: its model, not its log and reports
+    # the model card (README.md) is rewritten when a run is published: not part of the weights
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file() and f.name != "README.md"
+                                                  and not f.name.startswith("."))
     return settings_hash([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
