@@ -200,15 +200,21 @@ class StagedRun:
                 elif not done:
                     later = [s for s in stages if self.STAGES.index(s) > index]
                     if later:
-                        raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
-                                             f"'{later[0]}' needs it: run `obliviate {self.KIND} --out "
-                                             f"{self.folder.path}` (or that stage) first")
+                        raise self._not_done(stage, why, later[0])
                     self._discard(stage)
                 elif stage in stages:
                     say(f"[{stage}] already complete in {self.folder.path}: skipped")
-                info = self.folder.stage_info(stage)
-                upstream = settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
+                upstream = self._upstream(stage)
         return self.folder.stage_info("eval").get("metrics") or {}
+
+    def _upstream(self, stage: str) -> str:
+        """What a stage hands to the next one's inputs: a hash of its recorded inputs and outputs."""
+        info = self.folder.stage_info(stage)
+        return settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
+
+    def _not_done(self, stage: str, why: str, needed_by: str) -> RunFolderError:
+        return RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and '{needed_by}' needs "
+                              f"it: run `obliviate {self.KIND} --out {self.folder.path}` (or that stage) first")
 
     def _check_prerequisites(self, stages, data) -> None:
         """Before writing anything: the stages before the first requested one must be done."""
@@ -216,11 +222,8 @@ class StagedRun:
         for stage in self.STAGES[:min(self.STAGES.index(s) for s in stages)]:
             done, why = self.folder.stage_status(stage, {**self.stage_inputs(stage, data), "upstream": upstream})
             if not done:
-                raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
-                                     f"'{stages[0]}' needs it: run `obliviate {self.KIND} --out {self.folder.path}` "
-                                     "(or that stage) first")
-            info = self.folder.stage_info(stage)
-            upstream = settings_hash([info.get("inputs"), info.get("outputs")])
+                raise self._not_done(stage, why, stages[0])
+            upstream = self._upstream(stage)
 
     def _execute(self, stage: str, inputs: dict, data) -> None:
         main = is_main_process()
@@ -242,21 +245,9 @@ class StagedRun:
 
     def _discard(self, stage: str) -> None:
         """A stage that is no longer done and is not being redone: drop its output and completion."""
-        import shutil
-
-        info = self.folder.stage_info(stage)
-        if not info or not is_main_process():
-            return
-        output = info.get("output")
-        if output:
-            target = self.folder.path / output
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        if info.get("complete"):
+        if self.folder.invalidate(stage):
             say(f"[{stage}] out of date: its output was removed (run it again to restore it)")
-        state = self.folder.state()
-        state["stages"][stage] = {**info, "complete": False}
-        self.folder._write_state(state)
-        self.write_manifest()
+            self.write_manifest()
 
     def recorded_inputs(self) -> dict:
         """Content hashes the complete stages read, for the manifest."""

@@ -303,6 +303,24 @@ class RunFolder:
         state["stages"][stage] = {"complete": False, "inputs": inputs, "started": time.time()}
         self._write_state(state)
 
+    def invalidate(self, stage: str) -> bool:
+        """Remove the output of a stage that is no longer done and mark it incomplete (main process).
+
+        Returns:
+            Whether the stage had been complete.
+        """
+        info = self.stage_info(stage)
+        if not info or not is_main_process():
+            return False
+        output = info.get("output")
+        if output:
+            target = self.path / output
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        state = self.state()
+        state["stages"][stage] = {**info, "complete": False}
+        self._write_state(state)
+        return bool(info.get("complete"))
+
     def mark_done(self, stage: str, output: str | None = None, inputs: dict | None = None, **info) -> None:
         """Mark ``stage`` complete, with the hashes of its output (file or folder)."""
         if not is_main_process():
