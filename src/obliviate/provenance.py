@@ -27,7 +27,8 @@ from obliviate.hashing import file_sha256
 from obliviate.runs import RunFolder, atomic_write_bytes
 
 __all__ = ["SIDECAR_SUFFIX", "EVALUATION_LABEL", "OK", "TAMPERED", "UNTRUSTED", "MISSING", "FileCheck",
-           "evaluation_summary", "manifest_definition", "sign_run", "verify_run", "weight_files"]
+           "evaluation_summary", "manifest_definition", "sign_run", "verify_run", "weight_files",
+           "SIGN_ENV", "signing_from_environment"]
 
 SIDECAR_SUFFIX = ".c2pa"
 EVALUATION_LABEL = "org.obliviate.evaluation"
@@ -38,6 +39,8 @@ CERTIFICATE_MARKER = "-----BEGIN CERTIFICATE-----"
 NOT_SETTINGS = ("model", "eval", "trust_remote_code", "force", "overwrite", "out")
 
 OK, TAMPERED, UNTRUSTED, MISSING = "ok", "tampered", "untrusted certificate", "missing signature"
+# The certificate chain, key and (optional) time-stamp authority that `obliviate demo` signs with.
+SIGN_ENV = ("OBLIVIATE_SIGN_CERT", "OBLIVIATE_SIGN_KEY", "OBLIVIATE_SIGN_TSA_URL")
 
 
 @dataclass
@@ -260,6 +263,25 @@ def sign_run(run, cert, key, tsa_url: str | None = None) -> list[str]:
                                   "by its chain, with a C2PA key usage (emailProtection or documentSigning), "
                                   "and that --tsa-url is reachable") from None
     return written
+
+
+def signing_from_environment() -> tuple[str, str, str | None] | None:
+    """``(cert, key, tsa_url)`` from ``$OBLIVIATE_SIGN_CERT``, ``$OBLIVIATE_SIGN_KEY`` and
+    ``$OBLIVIATE_SIGN_TSA_URL``, checked (extra installed, readable PEM files); None when neither is set.
+
+    Raises:
+        ProvenanceError: only one of the two is set, a file is not a readable PEM, or the extra is missing.
+    """
+    cert, key, tsa_url = (os.environ.get(name) or None for name in SIGN_ENV)
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ProvenanceError(f"set both {SIGN_ENV[0]} and {SIGN_ENV[1]} (a certificate chain and its key, PEM) to "
+                              "sign the run, or neither")
+    _c2pa()
+    _read_pem(cert, f"certificate chain (${SIGN_ENV[0]})", CERTIFICATE_MARKER)
+    _read_pem(key, f"private key (${SIGN_ENV[1]})", "PRIVATE KEY-----")
+    return cert, key, tsa_url
 
 
 # ---- verifying ----
