@@ -242,6 +242,9 @@ def test_unfinished_run_and_bad_files_are_one_line(runs, certs, capsys, tmp_path
     capsys.readouterr()
     assert _sign(run, certs["a"]) == 2
     assert "is not complete" in capsys.readouterr().err
+    (run / "manifest.json").write_text("{")
+    assert main(["verify", str(run)]) == 2
+    assert "manifest.json' is corrupt" in capsys.readouterr().err
 
 
 def test_missing_extra_is_one_clear_line(runs, certs, capsys, monkeypatch):

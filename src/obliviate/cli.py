@@ -297,18 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     from obliviate.meta_search_cli import add_meta_search_parser
-    from obliviate.provenance_cli import add_provenance_parsers
     from obliviate.unlearn_cli import add_unlearn_parser
 
     add_unlearn_parser(sub)
     add_meta_search_parser(sub)
-    add_provenance_parsers(sub)
 
     p = sub.add_parser("demo", help="forget Harry Potter in the embedded model, end to end (no files needed)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from obliviate.provenance_cli import add_provenance_parsers
+
+    add_provenance_parsers(sub)
     return parser
 
 

@@ -81,8 +81,12 @@ def _finished_run(run) -> tuple[Path, dict, dict, str]:
     if not manifest_path.is_file():
         raise RunFolderError(f"'{path}' has no manifest.json: pass the folder of a finished run "
                              "(`obliviate unlearn/whp/run --out FOLDER` writes one)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if not manifest.get("complete"):
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"'{manifest_path}' is corrupt ({exc}): run the same command again to rewrite it") \
+            from None
+    if not isinstance(manifest, dict) or not manifest.get("complete"):
         raise RunFolderError(f"the run in '{path}' is not complete (manifest.json says so): finish it by running "
                              "the same command again, then sign it")
     stages = RunFolder(path).state()["stages"]
@@ -247,6 +251,8 @@ def sign_run(run, cert, key, tsa_url: str | None = None) -> list[str]:
     key_pem = _read_pem(key, "private key", "PRIVATE KEY-----")
     algorithm = _signing_algorithm(c2pa, key_pem, key)
     config_sha256 = file_sha256(path / "config.yaml")
+    if manifest.get("metrics") is None and (path / "metrics.json").is_file():
+        manifest = {**manifest, "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8"))}
     written = []
     with RunFolder(path).lock():
         try:
