@@ -117,7 +117,7 @@ def _signed_manifest(run, file="model/model.safetensors") -> dict:
         return reader.get_active_manifest()
 
 
-def test_signed_runs_verify_and_record_what_was_done(runs, certs, capsys):
+def test_signed_runs_verify_and_record_what_was_done(runs, certs, capsys, tmp_path_factory):
     for run, weights in ((runs["full"], "model/model.safetensors"),
                          (runs["adapter"], "model/adapter_model.safetensors")):
         assert _sign(run, certs["a"]) == 0
@@ -142,6 +142,8 @@ def test_signed_runs_verify_and_record_what_was_done(runs, certs, capsys):
     assert edited["method"] == "gradient_ascent" and edited["config_sha256"] == file_sha256(run / "config.yaml")
     assert edited["settings"]["train"]["max_steps"] == 4
     assert edited["settings"]["forget"]["sources"] == ["forget.txt"]  # local paths are not published
+    assert actions[1]["description"] == "unlearning: knowledge of the forget corpus forget.txt"
+    assert str(tmp_path_factory.getbasetemp()) not in json.dumps(signed)  # nor the base model's path
     evaluation = next(a for a in signed["assertions"] if a["label"] == EVALUATION_LABEL)["data"]["evaluations"]
     metrics = json.loads((run / "metrics.json").read_text())["evaluations"]
     assert set(evaluation) == {"base", "unlearned"}

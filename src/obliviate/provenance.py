@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,10 @@ def _without_local_paths(data):
         return {k: _without_local_paths(v) for k, v in data.items()}
     if isinstance(data, list):
         return [_without_local_paths(v) for v in data]
-    return Path(data).name if isinstance(data, str) and os.path.isabs(data) else data
+    if isinstance(data, str):
+        # a whole path, or paths inside a sentence such as manifest.json's "removed"
+        return Path(data).name if os.path.isabs(data) else re.sub(r"(?<!\S)/\S+", lambda m: Path(m[0]).name, data)
+    return data
 
 
 def evaluation_summary(metrics: dict | None) -> dict:
@@ -157,7 +161,7 @@ def manifest_definition(file: str, manifest: dict, config_sha256: str) -> dict:
     settings = {k: v for k, v in (manifest.get("hyperparameters") or {}).items() if k not in NOT_SETTINGS}
     actions = [
         {"action": "c2pa.opened", "softwareAgent": agent, "parameters": {"ingredientIds": [BASE_INGREDIENT_ID]}},
-        {"action": "c2pa.edited", "softwareAgent": agent, "description": f"unlearning: {manifest.get('removed')}",
+        {"action": "c2pa.edited", "softwareAgent": agent, "description": _without_local_paths(f"unlearning: {manifest.get('removed')}"),
          "parameters": {"method": manifest.get("method"), "settings": _without_local_paths(settings),
                         "config_sha256": config_sha256}},
     ]
