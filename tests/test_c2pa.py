@@ -7,6 +7,7 @@ runs (full weights, and a LoRA adapter) are made once with `obliviate unlearn` a
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import shutil
@@ -167,14 +168,31 @@ def test_one_flipped_byte_is_tampering(runs, certs, capsys):
     assert "verification failed: 1 of 1 files (tampered)" in err
 
 
-def test_weights_replaced_and_signed_again_disagree_with_the_run(runs, certs, capsys):
-    """A valid signature over other weights: the run's own state.json and manifest.json catch it."""
+def test_replaced_weights_are_not_signed_and_a_foreign_signature_disagrees_with_the_run(runs, certs, capsys):
+    """Weights that are not the run's: `sign` refuses them, and a valid signature made elsewhere over them
+    is caught by the run's own state.json and manifest.json."""
+    import c2pa
+
+    from obliviate.hashing import file_sha256
+    from obliviate.provenance import manifest_definition
+
     run = runs["full"]
     weights = run / "model" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 1
     weights.write_bytes(bytes(data))
-    assert _sign(run, certs["a"]) == 0
+    capsys.readouterr()
+    assert _sign(run, certs["a"]) == 2
+    assert "is not the file the run wrote" in capsys.readouterr().err
+
+    definition = manifest_definition("model/model.safetensors", json.loads((run / "manifest.json").read_text()),
+                                     file_sha256(run / "config.yaml"))
+    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, certs["a"]["chain"].read_bytes(),
+                               certs["a"]["key"].read_bytes(), None)
+    with c2pa.Signer.from_info(info) as signer, c2pa.Builder(definition) as builder, open(weights, "rb") as source:
+        builder.set_no_embed()
+        (run / "model" / "model.safetensors.c2pa").write_bytes(
+            builder.sign(signer, "application/octet-stream", source, io.BytesIO()))
     code, lines, _ = _verify(run, capsys, certs["a"]["ca"])
     assert code == 1 and "tampered" in lines[0]
     assert "sha256 differs from state.json's" in lines[0] and "sha256 differs from manifest.json's" in lines[0]

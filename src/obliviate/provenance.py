@@ -75,6 +75,13 @@ def _c2pa():
 
 # ---- the run's facts ----
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"'{path}' is corrupt ({exc}): run the same command again to rewrite it") from None
+
+
 def _finished_run(run) -> tuple[Path, dict, dict, str]:
     """``(folder, manifest.json, state.json, name of the stage that wrote model/)`` of a finished run."""
     path = Path(run)
@@ -82,11 +89,7 @@ def _finished_run(run) -> tuple[Path, dict, dict, str]:
     if not manifest_path.is_file():
         raise RunFolderError(f"'{path}' has no manifest.json: pass the folder of a finished run "
                              "(`obliviate unlearn/whp/run --out FOLDER` writes one)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"'{manifest_path}' is corrupt ({exc}): run the same command again to rewrite it") \
-            from None
+    manifest = _read_json(manifest_path)
     if not isinstance(manifest, dict) or not manifest.get("complete"):
         raise RunFolderError(f"the run in '{path}' is not complete (manifest.json says so): finish it by running "
                              "the same command again, then sign it")
@@ -161,7 +164,8 @@ def manifest_definition(file: str, manifest: dict, config_sha256: str) -> dict:
     settings = {k: v for k, v in (manifest.get("hyperparameters") or {}).items() if k not in NOT_SETTINGS}
     actions = [
         {"action": "c2pa.opened", "softwareAgent": agent, "parameters": {"ingredientIds": [BASE_INGREDIENT_ID]}},
-        {"action": "c2pa.edited", "softwareAgent": agent, "description": _without_local_paths(f"unlearning: {manifest.get('removed')}"),
+        {"action": "c2pa.edited", "softwareAgent": agent,
+         "description": _without_local_paths(f"unlearning: {manifest.get('removed')}"),
          "parameters": {"method": manifest.get("method"), "settings": _without_local_paths(settings),
                         "config_sha256": config_sha256}},
     ]
@@ -245,10 +249,10 @@ def sign_run(run, cert, key, tsa_url: str | None = None) -> list[str]:
 
     Raises:
         ProvenanceError: the extra is missing, or the certificate, key or time-stamp authority is refused.
-        RunFolderError: the run is not finished.
+        RunFolderError: the run is not finished, or a weight file is not the one it wrote.
     """
     c2pa = _c2pa()
-    path, manifest, _, _ = _finished_run(run)
+    path, manifest, stages, stage = _finished_run(run)
     if tsa_url and not tsa_url.startswith(("http://", "https://")):
         raise ProvenanceError(f"--tsa-url must start with http:// or https://, got '{tsa_url}'")
     cert_pem = _read_pem(cert, "certificate chain", CERTIFICATE_MARKER)
@@ -256,9 +260,14 @@ def sign_run(run, cert, key, tsa_url: str | None = None) -> list[str]:
     algorithm = _signing_algorithm(c2pa, key_pem, key)
     config_sha256 = file_sha256(path / "config.yaml")
     if manifest.get("metrics") is None and (path / "metrics.json").is_file():
-        manifest = {**manifest, "metrics": json.loads((path / "metrics.json").read_text(encoding="utf-8"))}
+        manifest = {**manifest, "metrics": _read_json(path / "metrics.json")}
     written = []
     with RunFolder(path).lock():
+        recorded = stages[stage].get("outputs", {})
+        for file in weight_files(path, recorded):  # sign only what the run wrote
+            if not (path / file).is_file() or recorded.get(file.removeprefix("model/")) != file_sha256(path / file):
+                raise RunFolderError(f"{file} is not the file the run wrote (state.json records another sha256, or "
+                                     "none): run the stage again rather than sign it")
         try:
             with c2pa.Signer.from_info(c2pa.C2paSignerInfo(algorithm, cert_pem, key_pem, tsa_url)) as signer:
                 for file in weight_files(path):
@@ -269,9 +278,10 @@ def sign_run(run, cert, key, tsa_url: str | None = None) -> list[str]:
                     atomic_write_bytes(path / (file + SIDECAR_SUFFIX), sidecar)
                     written.append(file + SIDECAR_SUFFIX)
         except c2pa.C2paError as exc:
-            raise ProvenanceError(f"signing failed ({exc}): check that --cert is the certificate of --key followed "
-                                  "by its chain, with a C2PA key usage (emailProtection or documentSigning), "
-                                  "and that --tsa-url is reachable") from None
+            tsa = f", and that the time-stamp authority {tsa_url} is reachable" if tsa_url else ""
+            raise ProvenanceError(f"signing failed ({exc}): check that the certificate chain '{cert}' starts with the "
+                                  f"certificate of the key '{key}' and has a C2PA key usage (emailProtection or "
+                                  f"documentSigning){tsa}") from None
     return written
 
 
@@ -301,7 +311,8 @@ def _reader_context(c2pa, trust_anchors):
     settings = {"verify": {"verify_trust": trust_anchors is not None, "ocsp_fetch": False,
                            "remote_manifest_fetch": False}}
     if trust_anchors is not None:
-        settings["trust"] = {"trust_anchors": _read_pem(trust_anchors, "trust anchors file", CERTIFICATE_MARKER).decode()}
+        anchors = _read_pem(trust_anchors, "trust anchors file", CERTIFICATE_MARKER)
+        settings["trust"] = {"trust_anchors": anchors.decode()}
     return c2pa.Context.from_dict(settings)
 
 
