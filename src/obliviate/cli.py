@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from obliviate.provenance_cli import add_provenance_parsers
+
+    add_provenance_parsers(sub)
     return parser
 
 

@@ -55,8 +55,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file via a temporary file and ``os.replace`` (never half-written).
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write a file via a temporary file and ``os.replace`` (never half-written).
 
     The file gets the permissions of an ordinary new file (``0666 & ~umask``), not the private
     ``0600`` of :func:`tempfile.mkstemp`.
@@ -65,14 +65,19 @@ def atomic_write_text(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # a file name that is not UTF-8 (surrogate escapes) is written as \udcXX, never a crash
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file atomically (see :func:`atomic_write_bytes`)."""
+    # a file name that is not UTF-8 (surrogate escapes) is written as \udcXX, never a crash
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path, data) -> None:
