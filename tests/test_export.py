@@ -76,7 +76,7 @@ def test_f32_export_reloads_with_the_same_logits_and_tokens(tiny_model, tiny_tok
     assert fields["tokenizer.ggml.padding_token_id"] == tiny_tokenizer.pad_token_id
     assert "output.weight" not in types  # tied to token_embd, as llama.cpp reads it
     assert set(types.values()) == {"F32"}
-    assert fields["obliviate.source"] == str(tiny_model_dir)
+    assert fields["obliviate.source"] == str(tiny_model_dir) and fields["obliviate.version"]
 
 
 def test_qk_rows_are_in_llama_cpp_order(tiny_model, tiny_model_dir, tmp_path):
@@ -200,6 +200,9 @@ def test_adapter_run_is_merged_before_export(tiny_model_dir, tmp_path):
                  "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "train.learning_rate=1e-2"]) == 0
     assert (run / "model" / "adapter_config.json").is_file()
     path = export_gguf(run)
+    fields, _ = _fields(path)
+    state = json.loads((run / "state.json").read_text())["stages"]["unlearn"]
+    assert fields["obliviate.adapter_sha256"] == state["adapter_sha256"] and "obliviate.weights_sha256" not in fields
     merged = load_model(str(run), dtype="float32")
     model, tokenizer = _reload(path)
     expected = _logits(merged.model, merged.tokenizer)

@@ -97,8 +97,10 @@ def export_gguf(source, out_path=None, quant: str = "f32", *, trust_remote_code:
     else:
         _check_architecture_early(run_dir / "model" if run_dir else source)
         loaded = load_model(str(source), dtype="float32", trust_remote_code=trust_remote_code)
-    if not provenance:
-        provenance = {"obliviate.source": str(loaded.spec)}
+    if not provenance:  # a model, not a run: no manifest to cite
+        from obliviate import __version__
+
+        provenance = {"obliviate.version": __version__, "obliviate.source": str(loaded.spec)}
     _write(loaded.model, loaded.tokenizer, out_path, quant, provenance,
            name=(run_dir or Path(str(loaded.spec).rstrip("/"))).name)
     return out_path
@@ -121,13 +123,17 @@ def gguf_provenance(run_dir) -> dict[str, str]:
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     base = manifest.get("base_model") or {}
     unlearned = manifest.get("unlearned_model") or {}
+    stages = manifest.get("stages") if isinstance(manifest.get("stages"), dict) else {}
+    adapter = next((info["adapter_sha256"] for info in stages.values()
+                    if isinstance(info, dict) and info.get("adapter_sha256")), None)
     values = {
         "obliviate.version": __version__,
         "obliviate.method": manifest.get("method"),
         "obliviate.removed": manifest.get("removed"),
         "obliviate.base_model": base.get("spec"),
         "obliviate.base_model_sha256": base.get("weights_sha256"),
-        "obliviate.weights_sha256": unlearned.get("weights_sha256"),
+        "obliviate.weights_sha256": unlearned.get("weights_sha256"),  # the HF weights this file was made from
+        "obliviate.adapter_sha256": adapter,  # adapter runs: the LoRA adapter merged into the base
         "obliviate.manifest_sha256": file_sha256(run_dir / "manifest.json"),
         "obliviate.config_sha256": file_sha256(run_dir / "config.yaml")
         if (run_dir / "config.yaml").is_file() else None,
@@ -204,7 +210,7 @@ def _write(model, tokenizer, out_path: Path, quant: str, provenance: dict, name:
         writer.add_file_type(getattr(gguf.LlamaFileType, QUANT_TYPES[quant][1]))
         if quant not in ("f32", "f16"):
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        _add_hyperparameters(writer, config)
+        _add_hyperparameters(writer, config, len(vocab["tokens"]))
         _add_vocabulary(writer, vocab)
         for key, value in provenance.items():
             writer.add_string(key, value)
@@ -231,7 +237,7 @@ def _head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def _add_hyperparameters(writer, config) -> None:
+def _add_hyperparameters(writer, config, n_vocab: int) -> None:
     import gguf
 
     head_dim = _head_dim(config)
@@ -242,7 +248,7 @@ def _add_hyperparameters(writer, config) -> None:
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
+    writer.add_vocab_size(n_vocab)
     writer.add_rope_dimension_count(head_dim)
     if head_dim != config.hidden_size // config.num_attention_heads:  # e.g. Mistral-Nemo
         writer.add_key_length(head_dim)
@@ -304,8 +310,8 @@ def _tensors(model, permute_qk: bool) -> list[tuple[str, object]]:
     tensors = []
     for hf_name, tensor in state.items():
         stem, _, suffix = hf_name.rpartition(".")
-        if stem == "lm_head" and tied:
-            continue  # llama.cpp reads token_embd when there is no output tensor
+        if (stem == "lm_head" and tied) or ".rotary_emb." in hf_name:
+            continue  # tied: llama.cpp reads token_embd when there is no output; RoPE is recomputed
         if stem in _GLOBAL_TENSORS:
             gguf_stem = _GLOBAL_TENSORS[stem]
         else:
