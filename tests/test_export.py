@@ -265,3 +265,24 @@ def test_bad_options_are_one_line(finished_run, tmp_path, capsys):
     assert "does not exist" in _cli_error(["export", str(tmp_path / "nowhere"), "--gguf"], capsys)
     with pytest.raises(ConfigError, match="unknown GGUF quantization 'q5'"):
         export_gguf(finished_run, tmp_path / "x.gguf", quant="q5")
+
+
+def test_unsupported_tokenizer_and_rope_scaling_are_refused(tiny_model, tiny_tokenizer, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from obliviate.models import LoadedModel
+
+    backend = Tokenizer(models.WordLevel(vocab={"[UNK]": 0, "Harry": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    word_level = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    with pytest.raises(ExportError, match="byte-level BPE tokenizers .* not this WordLevel one"):
+        export_gguf(LoadedModel(model=tiny_model, tokenizer=word_level, spec="t", path="t"), tmp_path / "w.gguf")
+
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
+                                                                 "factor": 4.0, "original_max_position_embeddings": 64})
+    yarn = LoadedModel(model=LlamaForCausalLM(config), tokenizer=tiny_tokenizer, spec="y", path="y")
+    with pytest.raises(ExportError, match="RoPE scaling 'yarn'"):
+        export_gguf(yarn, tmp_path / "y.gguf")
+    assert not list(tmp_path.iterdir())
