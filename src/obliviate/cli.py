@@ -194,6 +194,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from obliviate.errors import ConfigError
+    from obliviate.export import export_gguf
+    from obliviate.jsonl import display_path
+
+    if not args.gguf:
+        raise ConfigError("choose the export format: --gguf (the one format so far)")
+    path = export_gguf(args.run, args.out, quant=args.quant, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {display_path(path)} ({args.quant}, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from obliviate.demo import run_demo
 
@@ -301,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_unlearn_parser(sub)
     add_meta_search_parser(sub)
+
+    p = sub.add_parser("export", help="write a finished run's model as a GGUF file (llama.cpp, Ollama, LM Studio)")
+    p.add_argument("run", help="finished run folder (or any Llama-family model spec load_model takes)")
+    p.add_argument("--gguf", action="store_true", help="write GGUF (Llama, Mistral and Qwen2 architectures)")
+    p.add_argument("--quant", choices=("f32", "f16", "q8_0", "q4_0"), default="f32",
+                   help="tensor type of the matrices; norms and odd-shaped matrices stay f32 (default f32)")
+    p.add_argument("--out", help="output file (default RUN/<run name>-<QUANT>.gguf)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="forget Harry Potter in the embedded model, end to end (no files needed)")
     p.add_argument("--model", default="smollm2-135m")

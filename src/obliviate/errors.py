@@ -34,3 +34,7 @@ class ProvenanceError(ObliviateError):
 
 class SkippedMetric(ObliviateError):
     """A metric could not be computed (e.g. an unreachable judge); the rest still runs."""
+
+
+class ExportError(ObliviateError):
+    """A model cannot be written in the asked format (unsupported architecture, tokenizer or setting)."""
