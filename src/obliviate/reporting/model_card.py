@@ -33,6 +33,16 @@ _LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")  # Hub license ids: apache-2.0, m
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*")  # ISO 639 codes, optionally with a region
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
+# What each metric family measures, in plain words, for the "how well / what it cost" section.
+FAMILY_WORDS = {
+    "familiarity": ("the share of completions that show the knowledge", "prompts"),
+    "token_probability": ("the probability the model gives the reference answers", "prompts"),
+    "qa": ("the accuracy on questions, scored by log-likelihood", "questions"),
+    "perplexity": ("the perplexity on text, how poorly the model predicts it", "tokens"),
+    "general": ("the accuracy on general-ability benchmarks", "items"),
+    "toxicity": ("the toxicity of continuations", "prompts"),
+}
+
 
 @dataclass
 class CardSettings:
@@ -210,17 +220,6 @@ def _evaluation_table(evaluations: dict) -> str:
     return "\n".join(lines + notes)
 
 
-# What each metric family measures, in plain words, for the "how well / what it cost" section.
-FAMILY_WORDS = {
-    "familiarity": ("the share of completions that show the knowledge", "prompts"),
-    "token_probability": ("the probability the model gives the reference answers", "prompts"),
-    "qa": ("the accuracy on questions, scored by log-likelihood", "questions"),
-    "perplexity": ("the perplexity on text, how poorly the model predicts it", "tokens"),
-    "general": ("the accuracy on general-ability benchmarks", "items"),
-    "toxicity": ("the toxicity of continuations", "prompts"),
-}
-
-
 def _before_after(evaluations: dict) -> tuple[str | None, str]:
     """Labels of the base and the unlearned evaluation (``base``/``unlearned``; else first/last)."""
     labels = list(evaluations)
@@ -300,8 +299,9 @@ def _removal_section(manifest: dict, method: str, evaluations: dict | None) -> l
            f"**What was removed:** {manifest.get('removed') or 'not stated in the manifest'}, with the method "
            f"`{method}`: {_method_reference(method)}.", ""]
     if not evaluations:
+        training = _training_lines(manifest)
         out += ["**How well, and what it cost:** not measured: the run folder has no metrics.json.", ""]
-        return out + _training_lines(manifest) + ([""] if _training_lines(manifest) else [])
+        return out + training + ([""] if training else [])
     before_label, after_label = _before_after(evaluations)
     after = evaluations[after_label]
     before = evaluations.get(before_label, {}) if before_label else {}
@@ -340,7 +340,7 @@ def _front(manifest: dict, run_dir: Path, method: str, settings: CardSettings, b
     license = settings.license or base.license or "unknown"
     other = not settings.license and license == "other"
     return ModelCardData(
-        model_name=run_dir.resolve().name, base_model=base.hub_id,
+        model_name=run_dir.resolve().name if results else None, base_model=base.hub_id,
         base_model_relation=("adapter" if adapter else "finetune") if base.hub_id else None,
         license=license, license_name=base.license_name if other else None,
         license_link=base.license_link if other else None,
@@ -408,6 +408,7 @@ def write_model_card(run_dir) -> Path:
     out = [f"# {name}: {shown} with knowledge removed by obliviate", ""]
     out += _removal_section(manifest, method, evaluations)
     inputs = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
+    inputs = {key: value for key, value in inputs.items() if value}  # an unused input (no retain text) has ""
     if inputs:
         out += ["Inputs (sha256):", ""] + [f"- {key}: `{value}`" for key, value in inputs.items()] + [""]
 
