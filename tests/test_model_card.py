@@ -208,3 +208,19 @@ def test_bad_license_option_is_one_line(tiny_model_dir, texts, tmp_path, capsys)
     assert err == ["error: 'card.license' must be a Hub license id such as apache-2.0, mit or other (lower case, "
                    "no spaces), not 'My License': fix it in the config or with --set card.license=..."]
     assert not out.exists()
+
+
+def test_gguf_base_license_from_its_metadata(tmp_path):
+    from gguf import GGUFWriter
+
+    path = tmp_path / "base.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_license("mit")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    facts = base_model_facts(str(path))
+    assert (facts.hub_id, facts.license, facts.source) == (None, "mit", "the GGUF file's general.license")
+    (tmp_path / "plain.gguf").write_bytes(b"not gguf")
+    assert base_model_facts(str(tmp_path / "plain.gguf")).license is None
