@@ -28,6 +28,7 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--lora", action="store_true", default=None, help="fine-tune LoRA adapters (peft)")
     p.add_argument("--lora-save", choices=("adapter", "merged"), help="with --lora: save the adapter or merged weights")
+    add_publish_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set finetune.learning_rate=2e-5")
     p.add_argument("--force", action="store_true", help="go on when no anchored expression occurs in the corpus")
@@ -35,13 +36,33 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
 
 
+def add_publish_options(p: argparse.ArgumentParser) -> None:
+    """``--report-to`` and ``--license``, shared by the run commands (``whp`` and its stages, ``unlearn``)."""
+    p.add_argument("--report-to", action="append", metavar="TRACKER",
+                   help="report every training stage to experiment trackers: tensorboard, wandb, mlflow... "
+                        "(repeatable or comma-separated; logs under RUN/trackers/; 'none' turns it off)")
+    p.add_argument("--license", help="license of the unlearned model for its model card, as a Hub license id "
+                                     "(default: the base model's, from its card)")
+
+
+def report_to(values) -> list[str] | None:
+    """``--report-to`` values as the ``report_to`` setting (None: not given; ``none``: off)."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return [] if names == ["none"] else names
+
+
 def _whp_options(args) -> dict:
     """The WHP settings given as command-line options (None: not given)."""
+    trackers = report_to(args.report_to)
     return {
         "model": args.model, "anchors": args.anchors, "force": args.force or None,
         "target": {"sources": args.target, "text_field": args.text_field, "context_length": args.context_length},
-        "reinforce": {"model": args.reinforced},
+        "reinforce": {"model": args.reinforced, "train": {"report_to": trackers}},
         "labels": {"alpha": args.alpha, "soft": args.soft_labels},
+        "finetune": {"report_to": trackers},
+        "card": {"license": args.license},
         "lora": {"enabled": args.lora, "save": args.lora_save},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
                  "general_text": args.general_text},

@@ -88,6 +88,24 @@ def _eval_files(eval_config) -> list[str]:
     return [f for f in files if f]
 
 
+def check_trackers(config) -> None:
+    """Every experiment tracker the config's training sections report to is installed.
+
+    Raises:
+        ConfigError: naming the tracker and the package to install.
+    """
+    from obliviate.train import TrainConfig, check_trackers as check
+
+    def trackers(node) -> list[str]:
+        if isinstance(node, TrainConfig):
+            return list(node.report_to)
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            return [name for f in dataclasses.fields(node) for name in trackers(getattr(node, f.name))]
+        return []
+
+    check(dict.fromkeys(trackers(config)))
+
+
 def check_eval_inputs(eval_config) -> None:
     """The end-of-run evaluation's settings and files, checked before any stage runs."""
     from obliviate.evaluation.summary import check_eval_inputs as check
@@ -130,6 +148,7 @@ class StagedRun:
         # same settings hash the same however they were given (Python, YAML, the folder's config)
         config = from_dict(type(config), to_dict(config))
         self.config = normalize_paths(config, self.PATH_SETTINGS)
+        check_trackers(self.config)
         self.folder = RunFolder(out)
         self.overwrite = overwrite
         self._tokenizer = None
@@ -162,6 +181,11 @@ class StagedRun:
 
     def checkpoint_dir(self, stage: str) -> Path:
         return self.folder.path / f".{stage}.ckpt"
+
+    @property
+    def tracker_dir(self) -> Path:
+        """Where the experiment trackers of ``report_to`` write (one folder per training stage)."""
+        return self.folder.path / "trackers"
 
     def require(self, stage: str) -> None:
         """Raise unless ``stage`` is complete (used by a stage that reads another's output)."""
@@ -205,7 +229,26 @@ class StagedRun:
                 elif stage in stages:
                     say(f"[{stage}] already complete in {self.folder.path}: skipped")
                 upstream = self._upstream(stage)
+            self._republish_if_card_changed()
         return self.folder.stage_info("eval").get("metrics") or {}
+
+    def _republish_if_card_changed(self) -> None:
+        """The card settings (license, ...) change no stage: a complete run given new ones gets a new
+        manifest and card, and nothing else is redone (a run given the same ones is left untouched)."""
+        import json
+
+        path = self.folder.path / "manifest.json"
+        if not is_main_process() or not path.is_file():
+            return
+        card = getattr(self.config, "card", None)
+        if card is None:
+            return
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        # a manifest written before the card settings existed recorded their defaults
+        recorded = (manifest.get("hyperparameters") or {}).get("card", dataclasses.asdict(type(card)()))
+        if manifest.get("complete") and recorded != dataclasses.asdict(card):
+            say("[card] settings changed: manifest and model card rewritten")
+            self.write_manifest()
 
     def _upstream(self, stage: str) -> str:
         """What a stage hands to the next one's inputs: a hash of its recorded inputs and outputs."""

@@ -106,6 +106,24 @@ def _first_difference(a, b, prefix=""):
     return None if a == b else (prefix or "<root>")
 
 
+# Settings, at any depth of a config, that say where a run reports rather than what it computes
+# (``train.report_to``): they may change between invocations of the same run and are no stage's input.
+REPORTING_SETTINGS = ("report_to",)
+
+
+def without_reporting_settings(data):
+    """A copy of plain config data without the :data:`REPORTING_SETTINGS` keys, at any depth."""
+    if isinstance(data, dict):
+        return {k: without_reporting_settings(v) for k, v in data.items() if k not in REPORTING_SETTINGS}
+    return data
+
+
+def run_identity(config: dict) -> dict:
+    """What makes a run that run: its config without ``RunFolder.VOLATILE_KEYS`` (top level) and
+    :data:`REPORTING_SETTINGS` (any depth)."""
+    return without_reporting_settings({k: v for k, v in config.items() if k not in RunFolder.VOLATILE_KEYS})
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -120,9 +138,10 @@ class RunFolder:
     """A run folder: config, log, per-stage state and outputs."""
 
     # Settings that may change between invocations of the same run without making it a different
-    # run: the evaluation is redone when its settings change (its stage inputs record them), and
-    # trust_remote_code is never read back from a folder (only the user's command line sets it).
-    VOLATILE_KEYS = ("force", "overwrite", "eval", "trust_remote_code")
+    # run: the evaluation is redone when its settings change (its stage inputs record them),
+    # trust_remote_code is never read back from a folder (only the user's command line sets it), and
+    # the model card's settings only rewrite the card.
+    VOLATILE_KEYS = ("force", "overwrite", "eval", "trust_remote_code", "card")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -215,10 +234,9 @@ class RunFolder:
             if not self.config_path.exists():
                 raise RunFolderError(f"'{self.path}' exists and is not an obliviate run folder: choose another --out")
             old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-            strip = lambda d: {k: v for k, v in d.items() if k not in self.VOLATILE_KEYS}  # noqa: E731
             old_kind = self.kind
-            diff = "the run kind" if kind and old_kind and old_kind != kind else _first_difference(strip(old),
-                                                                                                    strip(config))
+            diff = "the run kind" if kind and old_kind and old_kind != kind \
+                else _first_difference(run_identity(old), run_identity(config))
             if diff and not overwrite:
                 what = (f"a '{old_kind}' run, not '{kind}'" if diff == "the run kind"
                         else f"a different run (its setting '{diff}' differs)")
