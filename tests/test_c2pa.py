@@ -297,3 +297,22 @@ def test_sidecars_do_not_change_the_run_as_a_base_model(runs, certs):
     before = path_signature(str(runs["full"]))
     assert _sign(runs["full"], certs["a"]) == 0
     assert path_signature(str(runs["full"])) == before
+
+
+def test_demo_signs_its_run_when_a_certificate_is_configured(certs, capsys, monkeypatch, tiny_model_dir, tmp_path):
+    import obliviate.demo
+
+    small = {**obliviate.demo.DEMO_SETTINGS,
+             "synthesize": {**obliviate.demo.DEMO_SETTINGS["synthesize"], "n_samples": 8, "max_new_tokens": 40},
+             "reinforce": {"train": {"max_steps": 2, "batch_size": 2}}, "finetune": {"max_steps": 2, "batch_size": 2}}
+    monkeypatch.setattr(obliviate.demo, "DEMO_SETTINGS", small)
+    monkeypatch.setenv("OBLIVIATE_SIGN_CERT", str(certs["a"]["chain"]))
+    monkeypatch.setenv("OBLIVIATE_SIGN_KEY", str(certs["a"]["key"]))
+    monkeypatch.delenv("OBLIVIATE_SIGN_TSA_URL", raising=False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(tiny_model_dir), "--out", str(out)]) == 0
+    assert (out / "model" / "model.safetensors.c2pa").is_file()
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert "model-index" in card
+    code, lines, _ = _verify(out, capsys)
+    assert code == 0 and lines and all(": ok" in line for line in lines), lines
