@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ObliviateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not getattr(exc, "from_main", False):  # another process of the launch printed it
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed stages are kept; run the same command again to resume", file=sys.stderr)
