@@ -59,7 +59,9 @@ def cmd_whp(args, stages=None) -> int:
     from obliviate.whp.pipeline import STAGES, WHPRun
 
     WHPRun(_whp_config(args), args.out, overwrite=args.overwrite).run(stages or STAGES)
-    print(f"run folder: {args.out}")
+    from obliviate.runs import say_main
+
+    say_main(f"run folder: {args.out}")
     return 0
 
 
@@ -72,7 +74,9 @@ def cmd_run(args) -> int:
     if not out:
         raise ConfigError("no run folder: set `out:` in the config or pass --out")
     run_classes(kind)[1](config, out, overwrite=args.overwrite).run()
-    print(f"run folder: {out}")
+    from obliviate.runs import say_main
+
+    say_main(f"run folder: {out}")
     return 0
 
 

@@ -95,6 +95,12 @@ def wait_for_everyone() -> None:
         distributed_state().wait_for_everyone()
 
 
+def say_main(message: str) -> None:
+    """Print a line on stdout from the main process only (one line per launch, not per process)."""
+    if is_main_process():
+        print(message, flush=True)
+
+
 def process_index() -> tuple[int, int]:
     """``(rank, number of processes)``; ``(0, 1)`` in a single process."""
     if not is_distributed():
