@@ -125,6 +125,8 @@ def save_model(model, tokenizer, out_dir, settings: LoraSettings, state_dict=Non
 
         raise ConfigError("LoRA is not supported with FSDP or DeepSpeed ZeRO-3: launch LoRA runs data-parallel "
                           "(examples/accelerate_ddp.yaml)")
+    if state_dict is not None:
+        state_dict = _without_tied_copies(model, state_dict)
     if is_lora(model) and settings.save == "adapter":
         model.save_pretrained(out_dir, safe_serialization=True)
     else:
@@ -133,6 +135,17 @@ def save_model(model, tokenizer, out_dir, settings: LoraSettings, state_dict=Non
         model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out_dir)
     return model
+
+
+def _without_tied_copies(model, state_dict: dict) -> dict:
+    """A gathered state dict holds tied weights (embeddings and LM head) as separate copies: keep
+    the first name of each parameter the model shares, as ``save_pretrained`` does for its own."""
+    seen, tied = set(), set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.add(name)
+        seen.add(id(param))
+    return {k: v for k, v in state_dict.items() if k not in tied}
 
 
 def is_adapter_dir(path) -> bool:

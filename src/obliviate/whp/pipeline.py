@@ -61,8 +61,7 @@ def _device() -> str:
 def save_hf(model, tokenizer, folder, state_dict=None) -> None:
     """Save a model (safetensors) and its tokenizer in Hugging Face format (``state_dict``: the
     gathered weights of a sharded model, see :attr:`obliviate.train.TrainResult.full_state`)."""
-    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(folder)
+    save_model(model, tokenizer, folder, LoraSettings(), state_dict=state_dict)
 
 
 def _sharded_labels(base_model, reinforced_model, blocks, matcher, config, pad_id: int, desc: str) -> dict:
