@@ -191,8 +191,10 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     distributed_state()  # the process group, with the CPU flag and timeout the Accelerator must share
     # the scheduler is stepped by this loop once per optimizer step (not N times, as accelerate
     # does for a schedule computed over the unsharded loader)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision,
-                              cpu=use_cpu(), step_scheduler_with_optimizer=False)
+    # mixed_precision "no" leaves the launcher's choice (an accelerate config file's bf16) in force
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=use_cpu(),
+                              mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
+                              step_scheduler_with_optimizer=False)
     processes = accelerator.num_processes
     collate = getattr(method, "collate", None) or (lambda ex: pad_collate(ex, pad_id))
     loader = torch.utils.data.DataLoader(train_examples, batch_size=config.batch_size, collate_fn=collate,
