@@ -56,7 +56,7 @@ def timeout_minutes() -> float:
         minutes = float(text)
     except ValueError:
         minutes = -1.0
-    if not minutes > 0:
+    if not 0 < minutes < float("inf"):
         raise RunFolderError(f"OBLIVIATE_TIMEOUT_MINUTES must be a number of minutes > 0, not {text!r}")
     return minutes
 
