@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-CONFIGS = {"accelerate_ddp.yaml": "MULTI_GPU", "accelerate_fsdp.yaml": "FSDP", "accelerate_zero3.yaml": "DEEPSPEED"}
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+CONFIGS = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "zero3.yaml": "DEEPSPEED"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -27,7 +27,7 @@ def test_sharded_configs_save_full_weights():
     """Saving gathers full weights: FSDP2, and ZeRO-3 with its 16-bit gathering on."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    fsdp = load_config_from_file(str(EXAMPLES / "accelerate_fsdp.yaml")).fsdp_config
+    fsdp = load_config_from_file(str(EXAMPLES / "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_cpu_ram_efficient_loading"] is False
-    zero3 = load_config_from_file(str(EXAMPLES / "accelerate_zero3.yaml")).deepspeed_config
+    zero3 = load_config_from_file(str(EXAMPLES / "zero3.yaml")).deepspeed_config
     assert zero3["zero_stage"] == 3 and zero3["zero3_save_16bit_model"] is True

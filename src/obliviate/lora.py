@@ -124,7 +124,7 @@ def save_model(model, tokenizer, out_dir, settings: LoraSettings, state_dict=Non
         from obliviate.errors import ConfigError
 
         raise ConfigError("LoRA is not supported with FSDP or DeepSpeed ZeRO-3: launch LoRA runs data-parallel "
-                          "(examples/accelerate_ddp.yaml)")
+                          "(examples/accelerate/ddp.yaml)")
     if state_dict is not None:
         state_dict = _without_tied_copies(model, state_dict)
     if is_lora(model) and settings.save == "adapter":
