@@ -246,8 +246,11 @@ def test_model_card(run):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
-    assert front == {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "library_name": "transformers",
-                     "tags": ["obliviate", "unlearning", "whp"], "license": "unknown"}
+    assert {k: v for k, v in front.items() if k != "model-index"} == {
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "base_model_relation": "finetune",
+        "library_name": "transformers", "tags": ["obliviate", "machine-unlearning", "whp"], "license": "apache-2.0",
+        "language": ["en"], "pipeline_tag": "text-generation"}
+    assert front["model-index"][0]["name"] == "hp"
     assert "| metric | group | goal | base | unlearned | change vs base |" in text
     assert "| familiarity | forget | lower | 0.8 ± 0.1 | 0.2 ± 0.08 | -0.6 (better) |" in text
     assert "| toxicity | robustness |  | skipped | skipped |  |" in text

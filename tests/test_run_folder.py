@@ -283,3 +283,20 @@ def test_trust_remote_code_only_from_the_command_line(tiny_model_dir, texts, tmp
 
     assert resolve("unlearn", out=out).trust_remote_code is False
     assert resolve("unlearn", out=out, trust_remote_code=True).trust_remote_code is True
+
+
+def test_stale_later_stage_is_removed_not_left_claiming(tiny_model_dir, texts, tmp_path, capsys):
+    from obliviate.settings import resolve
+    from obliviate.unlearn import UnlearnRun
+
+    out = tmp_path / "run"
+    assert main(_unlearn(tiny_model_dir, texts, out)) == 0
+    assert (out / "metrics.json").exists()
+    (texts / "forget.txt").write_text(TINY_TEXT.split("\n")[0] * 5 + " Hedwig.\n")
+    UnlearnRun(resolve("unlearn", out=out), out).run(("unlearn",))  # the training stage only
+    assert "[eval] out of date: its output was removed" in capsys.readouterr().err
+    assert not (out / "metrics.json").exists()
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["unlearn"]["complete"] and not state["stages"]["eval"]["complete"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and manifest["metrics"] is None

@@ -28,6 +28,7 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--lora", action="store_true", default=None, help="fine-tune LoRA adapters (peft)")
     p.add_argument("--lora-save", choices=("adapter", "merged"), help="with --lora: save the adapter or merged weights")
+    add_publish_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set finetune.learning_rate=2e-5")
     p.add_argument("--force", action="store_true", help="go on when no anchored expression occurs in the corpus")
@@ -35,13 +36,33 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
 
 
+def add_publish_options(p: argparse.ArgumentParser) -> None:
+    """``--report-to`` and ``--license``, shared by the run commands (``whp`` and its stages, ``unlearn``)."""
+    p.add_argument("--report-to", action="append", metavar="TRACKER",
+                   help="report every training stage to experiment trackers: tensorboard, wandb, mlflow... "
+                        "(repeatable or comma-separated; logs under RUN/trackers/; 'none' turns it off)")
+    p.add_argument("--license", help="license of the unlearned model for its model card, as a Hub license id "
+                                     "(default: the base model's, from its card)")
+
+
+def report_to(values) -> list[str] | None:
+    """``--report-to`` values as the ``report_to`` setting (None: not given; ``none``: off)."""
+    if values is None:
+        return None
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return [] if names == ["none"] else names
+
+
 def _whp_options(args) -> dict:
     """The WHP settings given as command-line options (None: not given)."""
+    trackers = report_to(args.report_to)
     return {
         "model": args.model, "anchors": args.anchors, "force": args.force or None,
         "target": {"sources": args.target, "text_field": args.text_field, "context_length": args.context_length},
-        "reinforce": {"model": args.reinforced},
+        "reinforce": {"model": args.reinforced, "train": {"report_to": trackers}},
         "labels": {"alpha": args.alpha, "soft": args.soft_labels},
+        "finetune": {"report_to": trackers},
+        "card": {"license": args.license},
         "lora": {"enabled": args.lora, "save": args.lora_save},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
                  "general_text": args.general_text},
@@ -198,6 +219,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from obliviate.errors import ConfigError
+    from obliviate.export import export_gguf
+    from obliviate.jsonl import display_path
+
+    if not args.gguf:
+        raise ConfigError("choose the export format: --gguf (the one format so far)")
+    path = export_gguf(args.run, args.out, quant=args.quant, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {display_path(path)} ({args.quant}, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from obliviate.demo import run_demo
 
@@ -306,11 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_unlearn_parser(sub)
     add_meta_search_parser(sub)
 
+    p = sub.add_parser("export", help="write a finished run's model as a GGUF file (llama.cpp, Ollama, LM Studio)")
+    p.add_argument("run", help="finished run folder (or any Llama-family model spec load_model takes)")
+    p.add_argument("--gguf", action="store_true", help="write GGUF (Llama, Mistral and Qwen2 architectures)")
+    p.add_argument("--quant", choices=("f32", "f16", "q8_0", "q4_0"), default="f32",
+                   help="tensor type of the matrices; norms and odd-shaped matrices stay f32 (default f32)")
+    p.add_argument("--out", help="output file (default RUN/<run name>-<QUANT>.gguf)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("demo", help="forget Harry Potter in the embedded model, end to end (no files needed)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from obliviate.provenance_cli import add_provenance_parsers
+
+    add_provenance_parsers(sub)
     return parser
 
 

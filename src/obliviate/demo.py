@@ -49,10 +49,13 @@ def demo_config(out: Path, model: str) -> WHPConfig:
 
 
 def run_demo(out="runs/demo", model: str = "smollm2-135m", overwrite: bool = False) -> dict:
-    """Run the demo into ``out``; returns the before/after metrics."""
+    """Run the demo into ``out``; returns the before/after metrics. With ``$OBLIVIATE_SIGN_CERT`` and
+    ``$OBLIVIATE_SIGN_KEY`` set, the finished run is signed (C2PA sidecar manifests, ``obliviate sign``)."""
     from obliviate.models import load_model
+    from obliviate.provenance import sign_run, signing_from_environment
     from obliviate.synthesize import load_seed_prompts, synthesize_records, write_corpus
 
+    signing = signing_from_environment()  # checked before the run, used after it
     out = Path(out)
     config = demo_config(out, model)
     run = WHPRun(config, out, overwrite=overwrite)
@@ -70,4 +73,8 @@ def run_demo(out="runs/demo", model: str = "smollm2-135m", overwrite: bool = Fal
                                       batch_size=s["batch_size"], seed=s["seed"])
             write_corpus(texts, corpus)
             del loaded
-        return run.run()
+        evaluations = run.run()
+        if signing:
+            for sidecar in sign_run(out, *signing):
+                print(f"signed {sidecar.removesuffix('.c2pa')}: {sidecar}")
+    return evaluations

@@ -28,5 +28,13 @@ class TrainingError(ObliviateError):
     """Training went wrong in a way the user must look at (e.g. a non-finite loss)."""
 
 
+class ProvenanceError(ObliviateError):
+    """C2PA signing or verifying cannot proceed: a missing extra, a refused certificate or key."""
+
+
 class SkippedMetric(ObliviateError):
     """A metric could not be computed (e.g. an unreachable judge); the rest still runs."""
+
+
+class ExportError(ObliviateError):
+    """A model cannot be written in the asked format (unsupported architecture, tokenizer or setting)."""

@@ -45,7 +45,8 @@ def path_signature(spec: str) -> str:
         return settings_hash(str(spec))
     if (path / "model" / "config.json").is_file() or (path / "model" / "adapter_config.json").is_file():
         path = path / "model"  # a run folder: its model, not its log and reports
-    # the model card (README.md) is rewritten when a run is published: not part of the weights
+    # the model card (README.md) is rewritten when a run is published, and C2PA sidecars (*.c2pa) are
+    # added when it is signed: neither is part of the weights
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file() and f.name != "README.md"
-                                                  and not f.name.startswith("."))
+                                                  and not f.name.startswith(".") and f.suffix != ".c2pa")
     return settings_hash([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])

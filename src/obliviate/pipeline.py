@@ -88,6 +88,24 @@ def _eval_files(eval_config) -> list[str]:
     return [f for f in files if f]
 
 
+def check_trackers(config) -> None:
+    """Every experiment tracker the config's training sections report to is installed.
+
+    Raises:
+        ConfigError: naming the tracker and the package to install.
+    """
+    from obliviate.train import TrainConfig, check_trackers as check
+
+    def trackers(node) -> list[str]:
+        if isinstance(node, TrainConfig):
+            return list(node.report_to)
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            return [name for f in dataclasses.fields(node) for name in trackers(getattr(node, f.name))]
+        return []
+
+    check(dict.fromkeys(trackers(config)))
+
+
 def check_eval_inputs(eval_config) -> None:
     """The end-of-run evaluation's settings and files, checked before any stage runs."""
     from obliviate.evaluation.summary import check_eval_inputs as check
@@ -130,6 +148,7 @@ class StagedRun:
         # same settings hash the same however they were given (Python, YAML, the folder's config)
         config = from_dict(type(config), to_dict(config))
         self.config = normalize_paths(config, self.PATH_SETTINGS)
+        check_trackers(self.config)
         self.folder = RunFolder(out)
         self.overwrite = overwrite
         self._tokenizer = None
@@ -162,6 +181,11 @@ class StagedRun:
 
     def checkpoint_dir(self, stage: str) -> Path:
         return self.folder.path / f".{stage}.ckpt"
+
+    @property
+    def tracker_dir(self) -> Path:
+        """Where the experiment trackers of ``report_to`` write (one folder per training stage)."""
+        return self.folder.path / "trackers"
 
     def require(self, stage: str) -> None:
         """Raise unless ``stage`` is complete (used by a stage that reads another's output)."""
@@ -202,16 +226,41 @@ class StagedRun:
                 elif not done:
                     later = [s for s in stages if self.STAGES.index(s) > index]
                     if later:
-                        raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
-                                             f"'{later[0]}' needs it: run `obliviate {self.KIND} --out "
-                                             f"{self.folder.path}` (or that stage) first")
+                        raise self._not_done(stage, why, later[0])
                     self._discard(stage)
                 elif stage in stages:
                     say(f"[{stage}] already complete in {self.folder.path}: skipped")
                 wait_for_everyone()  # the main process may have rewritten state.json (_discard)
-                info = self.folder.stage_info(stage)
-                upstream = settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
+                upstream = self._upstream(stage)
+            self._republish_if_card_changed()
         return self.folder.stage_info("eval").get("metrics") or {}
+
+    def _republish_if_card_changed(self) -> None:
+        """The card settings (license, ...) change no stage: a complete run given new ones gets a new
+        manifest and card, and nothing else is redone (a run given the same ones is left untouched)."""
+        import json
+
+        path = self.folder.path / "manifest.json"
+        if not is_main_process() or not path.is_file():
+            return
+        card = getattr(self.config, "card", None)
+        if card is None:
+            return
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        # a manifest written before the card settings existed recorded their defaults
+        recorded = (manifest.get("hyperparameters") or {}).get("card", dataclasses.asdict(type(card)()))
+        if manifest.get("complete") and recorded != dataclasses.asdict(card):
+            say("[card] settings changed: manifest and model card rewritten")
+            self.write_manifest()
+
+    def _upstream(self, stage: str) -> str:
+        """What a stage hands to the next one's inputs: a hash of its recorded inputs and outputs."""
+        info = self.folder.stage_info(stage)
+        return settings_hash([info.get("inputs"), info.get("outputs")]) if info.get("complete") else ""
+
+    def _not_done(self, stage: str, why: str, needed_by: str) -> RunFolderError:
+        return RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and '{needed_by}' needs "
+                              f"it: run `obliviate {self.KIND} --out {self.folder.path}` (or that stage) first")
 
     def _check_prerequisites(self, stages, data) -> None:
         """Before writing anything: the stages before the first requested one must be done."""
@@ -219,11 +268,8 @@ class StagedRun:
         for stage in self.STAGES[:min(self.STAGES.index(s) for s in stages)]:
             done, why = self.folder.stage_status(stage, {**self.stage_inputs(stage, data), "upstream": upstream})
             if not done:
-                raise RunFolderError(f"stage '{stage}' is not done in {self.folder.path} ({why}), and "
-                                     f"'{stages[0]}' needs it: run `obliviate {self.KIND} --out {self.folder.path}` "
-                                     "(or that stage) first")
-            info = self.folder.stage_info(stage)
-            upstream = settings_hash([info.get("inputs"), info.get("outputs")])
+                raise self._not_done(stage, why, stages[0])
+            upstream = self._upstream(stage)
 
     def _execute(self, stage: str, inputs: dict, data) -> None:
         main = is_main_process()
@@ -247,21 +293,9 @@ class StagedRun:
 
     def _discard(self, stage: str) -> None:
         """A stage that is no longer done and is not being redone: drop its output and completion."""
-        import shutil
-
-        info = self.folder.stage_info(stage)
-        if not info or not is_main_process():
-            return
-        output = info.get("output")
-        if output:
-            target = self.folder.path / output
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        if info.get("complete"):
+        if self.folder.invalidate(stage):
             say(f"[{stage}] out of date: its output was removed (run it again to restore it)")
-        state = self.folder.state()
-        state["stages"][stage] = {**info, "complete": False}
-        self.folder._write_state(state)
-        self.write_manifest()
+            self.write_manifest()
 
     def recorded_inputs(self) -> dict:
         """Content hashes the complete stages read, for the manifest."""

@@ -170,8 +170,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file via a temporary file and ``os.replace`` (never half-written).
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write a file via a temporary file and ``os.replace`` (never half-written).
 
     The file gets the permissions of an ordinary new file (``0666 & ~umask``), not the private
     ``0600`` of :func:`tempfile.mkstemp`.
@@ -180,14 +180,19 @@ def atomic_write_text(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # a file name that is not UTF-8 (surrogate escapes) is written as \udcXX, never a crash
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file atomically (see :func:`atomic_write_bytes`)."""
+    # a file name that is not UTF-8 (surrogate escapes) is written as \udcXX, never a crash
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path, data) -> None:
@@ -216,6 +221,24 @@ def _first_difference(a, b, prefix=""):
     return None if a == b else (prefix or "<root>")
 
 
+# Settings, at any depth of a config, that say where a run reports rather than what it computes
+# (``train.report_to``): they may change between invocations of the same run and are no stage's input.
+REPORTING_SETTINGS = ("report_to",)
+
+
+def without_reporting_settings(data):
+    """A copy of plain config data without the :data:`REPORTING_SETTINGS` keys, at any depth."""
+    if isinstance(data, dict):
+        return {k: without_reporting_settings(v) for k, v in data.items() if k not in REPORTING_SETTINGS}
+    return data
+
+
+def run_identity(config: dict) -> dict:
+    """What makes a run that run: its config without ``RunFolder.VOLATILE_KEYS`` (top level) and
+    :data:`REPORTING_SETTINGS` (any depth)."""
+    return without_reporting_settings({k: v for k, v in config.items() if k not in RunFolder.VOLATILE_KEYS})
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -230,9 +253,10 @@ class RunFolder:
     """A run folder: config, log, per-stage state and outputs."""
 
     # Settings that may change between invocations of the same run without making it a different
-    # run: the evaluation is redone when its settings change (its stage inputs record them), and
-    # trust_remote_code is never read back from a folder (only the user's command line sets it).
-    VOLATILE_KEYS = ("force", "overwrite", "eval", "trust_remote_code")
+    # run: the evaluation is redone when its settings change (its stage inputs record them),
+    # trust_remote_code is never read back from a folder (only the user's command line sets it), and
+    # the model card's settings only rewrite the card.
+    VOLATILE_KEYS = ("force", "overwrite", "eval", "trust_remote_code", "card")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -339,10 +363,9 @@ class RunFolder:
             if not self.config_path.exists():
                 raise RunFolderError(f"'{self.path}' exists and is not an obliviate run folder: choose another --out")
             old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
-            strip = lambda d: {k: v for k, v in d.items() if k not in self.VOLATILE_KEYS}  # noqa: E731
             old_kind = self.kind
-            diff = "the run kind" if kind and old_kind and old_kind != kind else _first_difference(strip(old),
-                                                                                                    strip(config))
+            diff = "the run kind" if kind and old_kind and old_kind != kind \
+                else _first_difference(run_identity(old), run_identity(config))
             if diff and not overwrite:
                 what = (f"a '{old_kind}' run, not '{kind}'" if diff == "the run kind"
                         else f"a different run (its setting '{diff}' differs)")
@@ -428,6 +451,24 @@ class RunFolder:
             shutil.rmtree(checkpoint, ignore_errors=True)
         state["stages"][stage] = {"complete": False, "inputs": inputs, "started": time.time()}
         self._write_state(state)
+
+    def invalidate(self, stage: str) -> bool:
+        """Remove the output of a stage that is no longer done and mark it incomplete (main process).
+
+        Returns:
+            Whether the stage had been complete.
+        """
+        info = self.stage_info(stage)
+        if not info or not is_main_process():
+            return False
+        output = info.get("output")
+        if output:
+            target = self.path / output
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        state = self.state()
+        state["stages"][stage] = {**info, "complete": False}
+        self._write_state(state)
+        return bool(info.get("complete"))
 
     def mark_done(self, stage: str, output: str | None = None, inputs: dict | None = None, **info) -> None:
         """Mark ``stage`` complete, with the hashes of its output (file or folder)."""

@@ -16,6 +16,7 @@ averaged), up to float rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -26,12 +27,15 @@ from pathlib import Path
 
 import torch
 
-from obliviate.errors import TrainingError
+from obliviate.errors import ConfigError, TrainingError
 from obliviate.losses import IGNORE_INDEX
 from obliviate.progress import token_bar
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+# Experiment trackers Hugging Face Accelerate reports to (its LoggerType, "all" left out) -> the module each needs.
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+            "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
 
 
 @dataclass
@@ -50,6 +54,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # save a resumable checkpoint every N optimizer steps (0 = never)
     seed: int = 0  # data order and initialisation of anything random
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (GPUs); keep "no" on CPU
+    # experiment trackers each logged step goes to, e.g. ["tensorboard"] (any of TRACKERS; empty = none);
+    # logs go under the run folder's trackers/ (a setting that never makes a run a different run)
+    report_to: list[str] = field(default_factory=list)
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Range rules (see :func:`obliviate.config.validate`)."""
@@ -61,7 +68,27 @@ class TrainConfig:
                 # a negative clipping norm would flip the gradient: fine-tuning would become ascent
                 ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = no clipping)"),
                 ("eval_every", self.eval_every >= 0, ">= 0"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
-                ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}")]
+                ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"),
+                ("report_to", all(name in TRACKERS for name in self.report_to),
+                 f"a list of trackers among {', '.join(TRACKERS)} (empty: none)")]
+
+
+def check_trackers(names) -> None:
+    """Refuse, before any training, a tracker whose package is not installed.
+
+    Raises:
+        ConfigError: naming the tracker and the package to install.
+    """
+    import importlib.util
+
+    for name in names:
+        module = TRACKERS[name]
+        found = importlib.util.find_spec(module) is not None
+        if name == "tensorboard":  # Accelerate writes through torch's SummaryWriter or tensorboardX
+            found = found or importlib.util.find_spec("tensorboardX") is not None
+        if not found:
+            raise ConfigError(f"report_to '{name}' needs the package '{module.replace('_', '-')}': install it with "
+                              f"`pip install {module.replace('_', '-')}`, or leave '{name}' out of --report-to")
 
 
 def pad_collate(examples: list[dict], pad_id: int) -> dict:
@@ -156,7 +183,7 @@ def example_tokens(example: dict) -> int:
 
 
 def train(model, method, train_examples: list[dict], config: TrainConfig, *, heldout_examples=None,
-          pad_id: int = 0, log=None, checkpoint_dir=None, desc: str = "training") -> TrainResult:
+          pad_id: int = 0, log=None, checkpoint_dir=None, desc: str = "training", tracker_dir=None) -> TrainResult:
     """Train ``model`` in place with ``method``'s loss.
 
     Args:
@@ -170,13 +197,15 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         pad_id: padding token id for the default collate.
         log: callable taking one dict per logged step (e.g. ``RunFolder.log``).
         checkpoint_dir: folder for resumable checkpoints; a checkpoint found there is resumed.
-        desc: progress-bar label.
+        desc: progress-bar label, and the project name of the experiment trackers.
+        tracker_dir: folder for the logs of ``config.report_to``'s trackers (default ``./trackers``).
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
         TrainingError: the loss became NaN or infinite.
+        ConfigError: a tracker of ``config.report_to`` is not installed.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -186,16 +215,29 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
 
     if not train_examples:
         raise TrainingError(f"{desc}: no training examples: give a larger corpus")
-    log = log or (lambda record: None)
+    check_trackers(config.report_to)
     set_seed(config.seed)
     distributed_state()  # the process group, with the CPU flag and timeout the Accelerator must share
+    trackers = {"log_with": config.report_to, "project_dir": str(tracker_dir or "trackers")} if config.report_to else {}
     # the scheduler is stepped by this loop once per optimizer step (not N times, as accelerate
-    # does for a schedule computed over the unsharded loader)
+    # does for a schedule computed over the unsharded loader);
     # mixed_precision "no" leaves the launcher's choice (an accelerate config file's bf16) in force
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=use_cpu(),
                               mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
-                              step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False, **trackers)
     processes = accelerator.num_processes
+    if config.report_to:  # hyperparameters as scalars or text (TensorBoard's hparams take no lists)
+        hyperparameters = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                           for k, v in dataclasses.asdict(config).items()}
+        accelerator.init_trackers(project_name=desc, config=hyperparameters)
+    run_log = log or (lambda record: None)
+
+    def log(record: dict) -> None:  # the run's log, and each numeric value to the trackers
+        run_log(record)
+        if config.report_to and "event" not in record and isinstance(record.get("step"), int):
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"},
+                            step=record["step"])
+
     collate = getattr(method, "collate", None) or (lambda ex: pad_collate(ex, pad_id))
     loader = torch.utils.data.DataLoader(train_examples, batch_size=config.batch_size, collate_fn=collate,
                                          sampler=EpochShuffleSampler(len(train_examples), config.seed))
@@ -306,9 +348,17 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     if ckpt and accelerator.is_main_process:
         shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()
+    _finish_trackers(accelerator)
     accelerator.free_memory()
     return TrainResult(steps=step, seconds=seconds, tokens=tokens, tokens_per_s=tokens / max(seconds, 1e-9),
                        heldout_loss=heldout, history=history, resumed_seconds=seconds_before, full_state=full_state)
+
+
+def _finish_trackers(accelerator) -> None:
+    """Close the trackers (flush their logs). Not ``accelerator.end_training()``: it also destroys the
+    process group, which the next stage of a multi-process run still needs."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def _is_sharded(accelerator) -> bool:
@@ -336,6 +386,7 @@ def _check_finite(accelerator, loss, desc: str, step: int, bar) -> None:
         bad = accelerator.reduce(bad.float().reshape(1), reduction="sum") > 0
     if bool(bad):
         bar.close()
+        _finish_trackers(accelerator)
         raise TrainingError(f"{desc}: the loss became {loss.item()} at step {step + 1}: "
                             "lower the learning rate (or the method's weights) and run again")
 

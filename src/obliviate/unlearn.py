@@ -22,6 +22,8 @@ from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_a
 from obliviate.manifest import file_hash
 from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
 from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
+from obliviate.reporting.model_card import CardSettings
+from obliviate.runs import without_reporting_settings
 from obliviate.hashing import path_signature, settings_hash
 from obliviate.train import TrainConfig, train
 from obliviate.corpus import CorpusConfig
@@ -43,6 +45,7 @@ class UnlearnConfig:
     eval: QuickEvalConfig = field(default_factory=QuickEvalConfig)
     trust_remote_code: bool = False  # allow custom model code (only if you trust the source)
     seed: int = 0  # seeds the set-up (LoRA initialisation); data order is train.seed
+    card: CardSettings = field(default_factory=CardSettings)  # the model card's license, languages, datasets
 
 
 def _say(message: str) -> None:
@@ -157,9 +160,9 @@ class UnlearnRun(StagedRun):
                 "retain_blocks": len(blocks["retain"].train) if blocks["retain"] else 0}
 
     def stage_inputs(self, stage: str, blocks) -> dict:
-        c, section = self.config, to_dict(self.config)
+        c, section = self.config, without_reporting_settings(to_dict(self.config))
         if stage == "unlearn":
-            return {"settings": settings_hash({k: v for k, v in section.items() if k != "eval"}),
+            return {"settings": settings_hash({k: v for k, v in section.items() if k not in ("eval", "card")}),
                     "base_model": path_signature(c.model), "forget_sha256": corpus_hash(c.forget.sources),
                     "retain_sha256": corpus_hash(c.retain.sources) if c.retain.sources else ""}
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
@@ -191,7 +194,8 @@ class UnlearnRun(StagedRun):
         heldout = pair_examples(forget.heldout, retain_heldout if training_retain else None) if forget.heldout \
             else None
         result = train(model, self.method, examples, c.train, heldout_examples=heldout, pad_id=pad,
-                       log=self.folder.log, checkpoint_dir=self.checkpoint_dir("unlearn"), desc="unlearn")
+                       log=self.folder.log, checkpoint_dir=self.checkpoint_dir("unlearn"), desc="unlearn",
+                       tracker_dir=self.tracker_dir)
         nll["forget_heldout_nll"]["after"] = mean_nll(model, forget.heldout, pad, c.train.batch_size)
         nll["retain_heldout_nll"]["after"] = mean_nll(model, retain_heldout, pad, c.train.batch_size)
         self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,

@@ -10,6 +10,7 @@ import argparse
 
 def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``unlearn`` command to an argparse subparsers object; returns its parser."""
+    from obliviate.cli import add_publish_options
     from obliviate.methods import UNLEARNING_METHODS
 
     p = subparsers.add_parser("unlearn", help="forget a corpus with any registered unlearning method (see --method) "
@@ -28,6 +29,7 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--familiarity-prompts", help="JSONL prompts for the familiarity metric")
     p.add_argument("--general-text", action="append", help="general text for perplexity (repeatable)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    add_publish_options(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set method.beta=0.1 --set train.learning_rate=1e-5")
     p.add_argument("--overwrite", action="store_true", help="replace a run folder that holds a different run")
@@ -38,6 +40,7 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
 
 def unlearn_config(args):
     """The :class:`obliviate.unlearn.UnlearnConfig` of parsed options (config file < options < --set)."""
+    from obliviate.cli import report_to
     from obliviate.settings import resolve
 
     corpus = {"text_field": args.text_field, "context_length": args.context_length}
@@ -46,6 +49,8 @@ def unlearn_config(args):
         "forget": {"sources": args.forget, **corpus},
         "retain": {"sources": args.retain, **corpus},
         "lora": {"enabled": args.lora, "save": args.lora_save},
+        "train": {"report_to": report_to(getattr(args, "report_to", None))},
+        "card": {"license": getattr(args, "license", None)},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
                  "general_text": args.general_text},
     }

@@ -13,10 +13,12 @@ fragment that lm-eval capitalizes is found again by a rule (see `utils.split_hel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,43 @@ def _task_utils():
     return module
 
 
+@contextlib.contextmanager
+def _as_data_error():
+    """The task folder's own `BenchmarkDataError` (it imports nothing of obliviate's) as obliviate's DataError.
+
+    Matched by name: lm-eval loads `utils.py` as a module of its own, so its copy of the class is
+    not the one `_task_utils()` holds.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        if type(exc).__name__ != "BenchmarkDataError":
+            raise
+        raise DataError(str(exc)) from exc
+
+
+def _data_root(data_dir) -> Path:
+    """`data_dir`, else `$OBLIVIATE_DATA_DIR`, with messages naming obliviate's own options.
+
+    (The task folder's messages name lm-eval's `--metadata` instead: it is also run without obliviate.)
+    """
+    utils = _task_utils()
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get(utils.DATA_DIR_ENV)
+    if not data_dir:
+        raise DataError(
+            f"No benchmark data folder given: pass --data-dir (Python: data_dir=) or set {utils.DATA_DIR_ENV} "
+            f"to the folder holding benchmarks/. Expected layout:\n{utils.expected_layout()}"
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"Benchmark data folder {path} does not exist: pass the folder holding benchmarks/ "
+            f"(--data-dir or {utils.DATA_DIR_ENV}). Expected layout:\n{utils.expected_layout()}"
+        )
+    return path
+
+
 def lm_eval_task_name(task: str) -> str:
     """The lm-eval task name of one of `GENERAL_TASKS` ("arc_easy" -> "obliviate_arc_easy")."""
     return f"obliviate_{task}"
@@ -119,10 +158,13 @@ def check_data(data_dir, tasks=GENERAL_TASKS) -> None:
         DataError: no data folder, or a missing file (named, with the expected layout).
     """
     utils = _task_utils()
-    for task in _check_task_names(tasks):
-        files, _ = utils.BENCHMARK_FILES[task]
-        for relative in files:
-            utils.benchmark_path(data_dir, relative)
+    tasks = _check_task_names(tasks)
+    root = _data_root(data_dir)
+    with _as_data_error():
+        for task in tasks:
+            files, _ = utils.BENCHMARK_FILES[task]
+            for relative in files:
+                utils.benchmark_path(root, relative)
 
 
 def load_benchmark_docs(task: str, data_dir=None) -> list[dict]:
@@ -136,7 +178,9 @@ def load_benchmark_docs(task: str, data_dir=None) -> list[dict]:
         The documents in file order, in the schema of the HF dataset lm-eval's own task reads.
     """
     (task,) = _check_task_names((task,))
-    return _task_utils().load_docs(task, data_dir)
+    root = _data_root(data_dir)
+    with _as_data_error():
+        return _task_utils().load_docs(task, root)
 
 
 def check_vocab_coverage(tokenizer, texts, source: str = "the benchmark text") -> None:
@@ -246,7 +290,7 @@ def run_general_ability(
     _check_int("limit", limit, 1, allow_none=True)
     _check_int("batch_size", batch_size, 1)
     _check_int("num_fewshot", num_fewshot, 0)
-    data_dir = _task_utils().resolve_data_dir(data_dir)
+    data_dir = _data_root(data_dir)
     check_data(data_dir, tasks)
 
     import lm_eval
@@ -262,7 +306,8 @@ def run_general_ability(
         task_manager = TaskManager(
             include_path=str(LM_EVAL_TASKS_DIR), include_defaults=False, metadata={"data_dir": str(data_dir)}
         )
-        loaded = task_manager.load(names)["tasks"]
+        with _as_data_error():  # a malformed file is found when lm-eval builds the task
+            loaded = task_manager.load(names)["tasks"]
         for name, task in loaded.items():
             check_vocab_coverage(tokenizer, _task_texts(task, _docs_to_check(task, limit)), source=name)
 

@@ -21,7 +21,8 @@ from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
 from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
 from obliviate.hashing import file_sha256, path_signature, settings_hash
-from obliviate.runs import atomic_write_json
+from obliviate.reporting.model_card import CardSettings
+from obliviate.runs import atomic_write_json, without_reporting_settings
 from obliviate.train import TrainConfig, train
 from obliviate.whp.labels import LabelConfig, gather_labels, generate_generic_labels, load_labels, save_labels
 
@@ -50,6 +51,7 @@ class WHPConfig:
     eval: QuickEvalConfig = field(default_factory=QuickEvalConfig)
     trust_remote_code: bool = False  # allow custom model code (only if you trust the source)
     force: bool = False  # continue when no anchored expression occurs in the corpus
+    card: CardSettings = field(default_factory=CardSettings)  # the model card's license, languages, datasets
 
 
 def _device() -> str:
@@ -142,7 +144,7 @@ class WHPRun(StagedRun):
         return {"train_blocks": len(blocks.train), "heldout_blocks": len(blocks.heldout)}
 
     def stage_inputs(self, stage: str, blocks) -> dict:
-        c, section = self.config, to_dict(self.config)
+        c, section = self.config, without_reporting_settings(to_dict(self.config))
         if stage == "reinforce":
             return {"settings": settings_hash([c.model, section["target"], section["reinforce"]]),
                     "base_model": path_signature(c.model), "corpus_sha256": corpus_hash(c.target.sources),
@@ -176,7 +178,8 @@ class WHPRun(StagedRun):
         heldout = [{"input_ids": b} for b in blocks.heldout]
         result = train(loaded.model, FineTune(), examples, self.config.reinforce.train, heldout_examples=heldout,
                        pad_id=tok.pad_token_id, log=self.folder.log,
-                       checkpoint_dir=self.checkpoint_dir("reinforce"), desc="reinforce")
+                       checkpoint_dir=self.checkpoint_dir("reinforce"), desc="reinforce",
+                       tracker_dir=self.tracker_dir)
         self.folder.save_model("reinforced", lambda tmp: save_hf(loaded.model, tok, tmp, result.full_state))
         return {"output": "reinforced", "trained": True, "steps": result.steps, "tokens": result.tokens,
                 "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss,
@@ -231,7 +234,8 @@ class WHPRun(StagedRun):
         model = apply_lora(loaded.model, lora) if lora.enabled else loaded.model
         result = train(model, WHPDistill(), examples, self.config.finetune, heldout_examples=heldout,
                        pad_id=loaded.tokenizer.pad_token_id, log=self.folder.log,
-                       checkpoint_dir=self.checkpoint_dir("finetune"), desc="finetune")
+                       checkpoint_dir=self.checkpoint_dir("finetune"), desc="finetune",
+                       tracker_dir=self.tracker_dir)
         self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, lora,
                                                                state_dict=result.full_state))
         return {"output": "model", "steps": result.steps, "tokens": result.tokens,

@@ -1,10 +1,16 @@
 """Local-file loaders and document functions for the `obliviate_*` lm-evaluation-harness tasks.
 
+This folder stands alone: it needs lm-eval (and the `datasets` package lm-eval installs), not
+obliviate. Run it with the stock CLI, pointing the tasks at the folder that holds `benchmarks/`:
+
+    lm_eval --model hf --model_args pretrained=MODEL --include_path THIS_FOLDER \
+        --tasks obliviate_general --metadata '{"data_dir": "/path/to/data"}'
+
 Why `custom_dataset` and not `dataset_path: json`: five of the seven local copies are not JSON
 records lm-eval could read as they are (HellaSwag is a 6-lines-per-task text file, OpenBookQA a
 TSV, PIQA and WinoGrande keep their labels in a separate file, BoolQ has string labels), and the
 data folder is only known at run time. lm-eval 0.4.13 calls `custom_dataset(**metadata)` when a
-task is built, and the metadata given to `TaskManager(metadata=...)` (or `lm_eval --metadata`)
+task is built, and the metadata given to `lm_eval --metadata` (or `TaskManager(metadata=...)`)
 reaches every task; so the loaders below read `data_dir` from there, falling back to the
 `OBLIVIATE_DATA_DIR` environment variable. Nothing touches the Hugging Face hub or its cache.
 
@@ -24,9 +30,16 @@ import os
 import re
 from pathlib import Path
 
-from obliviate.errors import DataError
-
 DATA_DIR_ENV = "OBLIVIATE_DATA_DIR"
+# How a user of the stock lm-eval CLI gives the data folder (named in every "where is it" message).
+HOW_TO_PASS_DATA_DIR = (
+    f"""pass it as task metadata (lm_eval --metadata '{{"data_dir": "/path/to/data"}}', or """
+    f"""TaskManager(metadata={{"data_dir": ...}}) in Python) or set {DATA_DIR_ENV}"""
+)
+
+
+class BenchmarkDataError(ValueError):
+    """A benchmark data folder or file is missing, undecodable or malformed (the message says which, and what to do)."""
 
 # task -> (files under <data_dir>/benchmarks/, lm-eval split the documents go to)
 BENCHMARK_FILES = {
@@ -49,20 +62,20 @@ def resolve_data_dir(data_dir=None) -> Path:
     """The data root: `data_dir` if given, else `$OBLIVIATE_DATA_DIR`.
 
     Raises:
-        DataError: neither is set, or the folder does not exist.
+        BenchmarkDataError: neither is set, or the folder does not exist.
     """
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(DATA_DIR_ENV)
     if not data_dir:
-        raise DataError(
-            f"No benchmark data folder given: pass data_dir (CLI: --data-dir) or set {DATA_DIR_ENV} "
-            f"to the folder holding benchmarks/. Expected layout:\n{expected_layout()}"
+        raise BenchmarkDataError(
+            f"No benchmark data folder given: {HOW_TO_PASS_DATA_DIR} to the folder holding benchmarks/. "
+            f"Expected layout:\n{expected_layout()}"
         )
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise DataError(
-            f"Benchmark data folder {path} does not exist: pass the folder holding benchmarks/ "
-            f"(--data-dir or {DATA_DIR_ENV}). Expected layout:\n{expected_layout()}"
+        raise BenchmarkDataError(
+            f"Benchmark data folder {path} does not exist: give the folder holding benchmarks/ "
+            f"({HOW_TO_PASS_DATA_DIR}). Expected layout:\n{expected_layout()}"
         )
     return path
 
@@ -71,15 +84,15 @@ def benchmark_path(data_dir, relative: str) -> Path:
     """Path of one benchmark file; `data_dir` may be the data root or its `benchmarks/` folder.
 
     Raises:
-        DataError: the file is missing (the message names it and the expected layout).
+        BenchmarkDataError: the file is missing (the message names it and the expected layout).
     """
     root = resolve_data_dir(data_dir)
     base = root / "benchmarks" if (root / "benchmarks").is_dir() else root
     path = base / relative
     if not path.is_file():
-        raise DataError(
+        raise BenchmarkDataError(
             f"Benchmark file {path} is missing. Put the local copies under {base} as:\n"
-            f"{expected_layout()}\n(see shared/data/SOURCES.md section 3 for where they come from)"
+            f"{expected_layout()}\n(README.md next to this file says where each copy comes from)"
         )
     return path
 
@@ -88,7 +101,7 @@ def _read_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 ({err}); restore the original file.") from err
+        raise BenchmarkDataError(f"{path} is not UTF-8 ({err}); restore the original file.") from err
     return text.splitlines()
 
 
@@ -100,16 +113,16 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number} is not valid JSON ({err}); restore the original file.") from err
+            raise BenchmarkDataError(f"{path}:{number} is not valid JSON ({err}); restore the original file.") from err
     if not records:
-        raise DataError(f"{path} holds no records; restore the original file.")
+        raise BenchmarkDataError(f"{path} holds no records; restore the original file.")
     return records
 
 
 def _read_labels(path: Path, count: int, data_path: Path) -> list[str]:
     labels = [line.strip() for line in _read_lines(path) if line.strip()]
     if len(labels) != count:
-        raise DataError(
+        raise BenchmarkDataError(
             f"{path} has {len(labels)} labels but {data_path} has {count} records; "
             "they must pair line by line, restore the original files."
         )
@@ -120,7 +133,7 @@ def _field(record: dict, key: str, path: Path, number: int):
     try:
         return record[key]
     except (KeyError, TypeError):
-        raise DataError(f"{path}:{number} has no field {key!r}; restore the original file.") from None
+        raise BenchmarkDataError(f"{path}:{number} has no field {key!r}; restore the original file.") from None
 
 
 # ------------------------------------------------------------------------------------------ ARC
@@ -133,7 +146,7 @@ def read_arc(path: Path) -> list[dict]:
         labels = [str(choice["label"]) for choice in choices]
         answer = str(_field(record, "answerKey", path, number))
         if answer not in labels:
-            raise DataError(f"{path}:{number}: answerKey {answer!r} is not one of the labels {labels}.")
+            raise BenchmarkDataError(f"{path}:{number}: answerKey {answer!r} is not one of the labels {labels}.")
         docs.append(
             {
                 "id": record.get("id", str(number)),
@@ -159,7 +172,7 @@ def read_boolq(path: Path) -> list[dict]:
         raw = _field(record, "label", path, number)
         key = raw.lower() if isinstance(raw, str) else raw
         if key not in _BOOLQ_LABELS:
-            raise DataError(f"{path}:{number}: label {raw!r} is not true/false; restore the original file.")
+            raise BenchmarkDataError(f"{path}:{number}: label {raw!r} is not true/false; restore the original file.")
         docs.append(
             {
                 "question": _field(record, "question", path, number),
@@ -201,7 +214,7 @@ def read_hellaswag(path: Path) -> list[dict]:
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines or len(lines) % 6:
-        raise DataError(
+        raise BenchmarkDataError(
             f"{path} has {len(lines)} lines, not a multiple of 6 (context, gold index, 4 endings "
             "per task); restore the original file."
         )
@@ -210,7 +223,7 @@ def read_hellaswag(path: Path) -> list[dict]:
         header, gold, *endings = lines[start : start + 6]
         activity_label, sep, ctx = header.partition(": ")
         if not sep or gold.strip() not in {"0", "1", "2", "3"}:
-            raise DataError(
+            raise BenchmarkDataError(
                 f"{path}:{start + 1}: expected '<activity>: <context>' then a gold index 0-3 on the "
                 "next line; restore the original file."
             )
@@ -255,7 +268,9 @@ def read_openbookqa(path: Path) -> list[dict]:
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows or rows[0][:3] != ["ID", "Question Stem", "Choices"]:
-        raise DataError(f"{path} lacks the header 'ID, Question Stem, Choices, ...'; restore the original file.")
+        raise BenchmarkDataError(
+            f"{path} lacks the header 'ID, Question Stem, Choices, ...'; restore the original file."
+        )
     header = rows[0]
     docs = []
     for number, row in enumerate(rows[1:], start=2):
@@ -266,7 +281,7 @@ def read_openbookqa(path: Path) -> list[dict]:
         labels = [label for label, _ in choices]
         answer = record.get("Answer Key", "").strip()
         if len(choices) < 2 or answer not in labels:
-            raise DataError(
+            raise BenchmarkDataError(
                 f"{path}:{number}: expected choices written '(A) ... (B) ...' and an answer key among "
                 f"them, got {record.get('Choices')!r} / {answer!r}; restore the original file."
             )
@@ -289,7 +304,9 @@ def read_piqa(path: Path, labels_path: Path) -> list[dict]:
     docs = []
     for number, (record, label) in enumerate(zip(records, labels), start=1):
         if label not in {"0", "1"}:
-            raise DataError(f"{labels_path}:{number}: label {label!r} is not 0 or 1; restore the original file.")
+            raise BenchmarkDataError(
+                f"{labels_path}:{number}: label {label!r} is not 0 or 1; restore the original file."
+            )
         docs.append(
             {
                 "goal": _field(record, "goal", path, number),
@@ -311,7 +328,7 @@ def read_winogrande(path: Path, labels_path: Path) -> list[dict]:
         answer = str(_field(record, "answer", path, number))
         sentence = _field(record, "sentence", path, number)
         if answer not in {"1", "2"} or answer != label or "_" not in sentence:
-            raise DataError(
+            raise BenchmarkDataError(
                 f"{path}:{number}: needs a sentence with a '_' blank and answer '1' or '2' equal to "
                 f"line {number} of {labels_path} (got {answer!r} / {label!r}); restore the original files."
             )
