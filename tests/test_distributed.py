@@ -227,8 +227,13 @@ def test_rmu_two_processes_match_one(gloo, kit, tiny_model_dir, tmp_path, monkey
     one, two = tmp_path / "one", tmp_path / "two"
     rmu = ("--set", "method.layer=2", "--set", "method.steering_coeff=5", "--set", "method.alpha=10")
     assert main(_unlearn_args("rmu", tiny_model_dir, kit, one, 1, 2, *rmu)) == 0
-    done = launch(["-m", "obliviate.cli", *_unlearn_args("rmu", tiny_model_dir, kit, two, 1, 1, *rmu)])
+    # the folder holds another run: --overwrite clears it once (the main process), then the run writes it
+    two.mkdir()
+    (two / "config.yaml").write_text("model: another\n")
+    (two / "stale.txt").write_text("from the other run")
+    done = launch(["-m", "obliviate.cli", *_unlearn_args("rmu", tiny_model_dir, kit, two, 1, 1, *rmu), "--overwrite"])
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not (two / "stale.txt").exists()
     assert_one_writer(two, ["unlearn", "eval"])
     _compare(one, two, "unlearn")
     assert_same_weights(one / "model", two / "model")
