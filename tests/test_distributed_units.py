@@ -68,3 +68,29 @@ def test_a_checkpoint_of_another_process_count_is_refused(tiny_model, tiny_token
     with pytest.raises(TrainingError, match=r"written by 2 process\(es\), this run has 1"):
         train(tiny_model, FineTune(), examples, TrainConfig(max_steps=2, batch_size=1), checkpoint_dir=ckpt,
               pad_id=tiny_tokenizer.pad_token_id)
+
+
+def test_npo_with_precomputed_reference_trains_as_with_the_frozen_copy(tiny_model_dir, tiny_tokenizer):
+    """``method.precompute_reference``: no frozen copy in memory, the same updates."""
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.methods.npo import NPO, NPOConfig
+    from obliviate.train import TrainConfig, train
+    from obliviate.unlearn import pair_examples
+
+    ids = tiny_tokenizer("Harry Potter went to Hogwarts with Ron and Hermione. The owl flew. " * 4)["input_ids"]
+    forget = [ids[i:i + n] for i, n in zip(range(0, 60, 12), (12, 9, 12, 7, 12))]  # unequal lengths: padding
+    retain = [ids[1:10], ids[20:31]]
+    weights = []
+    for precompute in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        method = NPO(NPOConfig(precompute_reference=precompute))
+        method.prepare(model, tiny_tokenizer)
+        assert (method.reference is None) == precompute
+        examples = method.attach_reference(model, pair_examples(forget, retain), tiny_tokenizer.pad_token_id)
+        assert ("ref_logp" in examples[0]["forget"]) == precompute
+        train(model, method, examples, TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-3),
+              pad_id=tiny_tokenizer.pad_token_id)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name

@@ -193,6 +193,9 @@ class UnlearnRun(StagedRun):
         examples = pair_examples(forget.train, retain.train if training_retain else None)
         heldout = pair_examples(forget.heldout, retain_heldout if training_retain else None) if forget.heldout \
             else None
+        if hasattr(self.method, "attach_reference"):  # NPO's precomputed reference log-probs (before training)
+            examples = self.method.attach_reference(model, examples, pad)
+            heldout = self.method.attach_reference(model, heldout, pad) if heldout else None
         result = train(model, self.method, examples, c.train, heldout_examples=heldout, pad_id=pad,
                        log=self.folder.log, checkpoint_dir=self.checkpoint_dir("unlearn"), desc="unlearn",
                        tracker_dir=self.tracker_dir)
