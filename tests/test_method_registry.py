@@ -151,6 +151,7 @@ BAD_SETTINGS = [  # (method, setting, value, message)
                        "gradient_ascent"),
     ("npo", "beta", "nan", "method.beta must be a finite number > 0, not nan"),
     ("npo", "alpha", -INF, "method.alpha must be a finite number >= 0, not -inf"),
+    ("npo", "precompute_reference", "maybe", "'method.precompute_reference' must be true or false, not 'maybe'"),
     ("simnpo", "beta", -2.5, "method.beta must be a finite number > 0, not -2.5"),
     ("simnpo", "gamma", INF, "method.gamma must be a finite number, not inf"),
     ("simnpo", "alpha", NAN, "method.alpha must be a finite number >= 0, not nan"),

@@ -80,7 +80,9 @@ def cmd_whp(args, stages=None) -> int:
     from obliviate.whp.pipeline import STAGES, WHPRun
 
     WHPRun(_whp_config(args), args.out, overwrite=args.overwrite).run(stages or STAGES)
-    print(f"run folder: {args.out}")
+    from obliviate.runs import say_main
+
+    say_main(f"run folder: {args.out}")
     return 0
 
 
@@ -93,7 +95,9 @@ def cmd_run(args) -> int:
     if not out:
         raise ConfigError("no run folder: set `out:` in the config or pass --out")
     run_classes(kind)[1](config, out, overwrite=args.overwrite).run()
-    print(f"run folder: {out}")
+    from obliviate.runs import say_main
+
+    say_main(f"run folder: {out}")
     return 0
 
 
@@ -364,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ObliviateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not getattr(exc, "from_main", False):  # another process of the launch printed it
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed stages are kept; run the same command again to resume", file=sys.stderr)

@@ -107,26 +107,45 @@ def is_lora(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
 
 
-def save_model(model, tokenizer, out_dir, settings: LoraSettings):
+def save_model(model, tokenizer, out_dir, settings: LoraSettings, state_dict=None):
     """Save a trained model with its tokenizer in HF format (safetensors).
 
     A LoRA model is saved per ``settings.save``: ``"merged"`` folds the adapters into the weights
     (the folder then loads with ``AutoModelForCausalLM.from_pretrained``); ``"adapter"`` writes the
     adapter only (loads with ``PeftModel.from_pretrained(base, out_dir)``). A model without LoRA is
-    saved whole.
+    saved whole. ``state_dict``: the gathered weights of a model trained sharded (FSDP, ZeRO-3),
+    whose own parameters are only this process's shards.
 
     Returns:
         The model that was saved (the merged model after a merge: the peft wrapper is consumed).
     """
     out_dir = Path(out_dir)
+    if is_lora(model) and state_dict is not None:
+        from obliviate.errors import ConfigError
+
+        raise ConfigError("LoRA is not supported with FSDP or DeepSpeed ZeRO-3: launch LoRA runs data-parallel "
+                          "(examples/accelerate/ddp.yaml)")
+    if state_dict is not None:
+        state_dict = _without_tied_copies(model, state_dict)
     if is_lora(model) and settings.save == "adapter":
         model.save_pretrained(out_dir, safe_serialization=True)
     else:
         if is_lora(model):
             model = model.merge_and_unload()
-        model.save_pretrained(out_dir, safe_serialization=True)
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out_dir)
     return model
+
+
+def _without_tied_copies(model, state_dict: dict) -> dict:
+    """A gathered state dict holds tied weights (embeddings and LM head) as separate copies: keep
+    the first name of each parameter the model shares, as ``save_pretrained`` does for its own."""
+    seen, tied = set(), set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.add(name)
+        seen.add(id(param))
+    return {k: v for k, v in state_dict.items() if k not in tied}
 
 
 def is_adapter_dir(path) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from obliviate.config import from_dict, to_dict, validate
 from obliviate.errors import ConfigError, RunFolderError
 from obliviate.hashing import settings_hash
-from obliviate.runs import RunFolder, is_main_process, wait_for_everyone
+from obliviate.runs import RunFolder, broadcast_from_main, is_main_process, main_result, wait_for_everyone
 
 # Keys of a stage's inputs that are not content hashes of files (left out of the manifest's inputs).
 _INTERNAL_INPUTS = ("settings", "upstream")
@@ -216,7 +216,9 @@ class StagedRun:
             upstream = ""
             for index, stage in enumerate(self.STAGES):
                 inputs = {**self.stage_inputs(stage, data), "upstream": upstream}
-                done, why = self.folder.stage_status(stage, inputs)
+                # the main process decides, so every process takes the same branch
+                done, why = broadcast_from_main(self.folder.stage_status(stage, inputs) if is_main_process()
+                                                else None)
                 if not done and stage in stages:
                     if self.folder.stage_info(stage):
                         say(f"[{stage}] {why}: running it again")
@@ -228,6 +230,7 @@ class StagedRun:
                     self._discard(stage)
                 elif stage in stages:
                     say(f"[{stage}] already complete in {self.folder.path}: skipped")
+                wait_for_everyone()  # the main process may have rewritten state.json (_discard)
                 upstream = self._upstream(stage)
             self._republish_if_card_changed()
         return self.folder.stage_info("eval").get("metrics") or {}
@@ -275,7 +278,9 @@ class StagedRun:
         wait_for_everyone()
         say(f"[{stage}] ...")
         start = time.perf_counter()
-        info = (getattr(self, f"_stage_{stage}")(data) or {}) if (main or stage in self.DISTRIBUTED) else {}
+        run_stage = lambda: getattr(self, f"_stage_{stage}")(data) or {}  # noqa: E731
+        # a distributed stage runs on every process; another on the main one while the rest wait
+        info = run_stage() if stage in self.DISTRIBUTED else (main_result(run_stage) or {})
         # a resumed training stage counts the time its earlier attempts spent up to the checkpoint
         info["seconds"] = round(time.perf_counter() - start + info.pop("resumed_seconds", 0.0), 2)
         wait_for_everyone()

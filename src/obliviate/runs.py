@@ -32,21 +32,136 @@ _HELD: set[str] = set()  # run folders whose lock this process holds
 STATE_VERSION = 2
 
 
-def is_main_process() -> bool:
-    """True unless this is a non-main process of a multi-process (``accelerate launch``) run."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return True
+# Minutes a process waits at a collective (barrier, gather) before the job is stopped. Stages that
+# run on the main process alone (evaluation) hold the others at a barrier: on a large model that
+# takes longer than NCCL's default of 10 minutes. ``OBLIVIATE_TIMEOUT_MINUTES`` overrides it.
+DEFAULT_TIMEOUT_MINUTES = 180.0
+
+
+def is_distributed() -> bool:
+    """True inside a multi-process (``accelerate launch`` / torchrun) run."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def timeout_minutes() -> float:
+    """The process-group timeout: ``OBLIVIATE_TIMEOUT_MINUTES``, default :data:`DEFAULT_TIMEOUT_MINUTES`.
+
+    Raises:
+        RunFolderError: the variable is not a positive number.
+    """
+    text = os.environ.get("OBLIVIATE_TIMEOUT_MINUTES", "")
+    if not text:
+        return DEFAULT_TIMEOUT_MINUTES
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes < float("inf"):
+        raise RunFolderError(f"OBLIVIATE_TIMEOUT_MINUTES must be a number of minutes > 0, not {text!r}")
+    return minutes
+
+
+def use_cpu() -> bool:
+    """Whether training runs on CPU (no CUDA device): the one answer both ``PartialState`` and the
+    ``Accelerator`` are built with, so a CPU launch has one main process (gloo), not N."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def distributed_state():
+    """Accelerate's process state, created once with the CPU flag and the process-group timeout.
+
+    The first call in a multi-process run initialises the process group (later ``Accelerator``
+    objects reuse it), so it is made here, with the settings, and nowhere else.
+    """
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    return PartialState().is_main_process
+    return PartialState(cpu=use_cpu(), timeout=timedelta(minutes=timeout_minutes()))
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-main process of a multi-process (``accelerate launch``) run."""
+    if not is_distributed():
+        return True
+    return distributed_state().is_main_process
 
 
 def wait_for_everyone() -> None:
     """Barrier across the processes of an ``accelerate launch`` run (no-op in a single process)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+    if is_distributed():
+        distributed_state().wait_for_everyone()
 
-        PartialState().wait_for_everyone()
+
+def say_main(message: str) -> None:
+    """Print a line on stdout from the main process only (one line per launch, not per process)."""
+    if is_main_process():
+        print(message, flush=True)
+
+
+def process_index() -> tuple[int, int]:
+    """``(rank, number of processes)``; ``(0, 1)`` in a single process."""
+    if not is_distributed():
+        return 0, 1
+    state = distributed_state()
+    return state.process_index, state.num_processes
+
+
+def local_device() -> str:
+    """Where this process keeps its models: its own GPU (``cuda:LOCAL_RANK``), or the CPU."""
+    if use_cpu():
+        return "cpu"
+    return str(distributed_state().device) if is_distributed() else "cuda"
+
+
+def sharded_launch() -> bool:
+    """Whether the launch shards the model (accelerate's FSDP or DeepSpeed plugin)."""
+    return any(os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true" for name in ("FSDP", "DEEPSPEED"))
+
+
+def training_device() -> str:
+    """Where a model to be trained is loaded: the CPU under FSDP/DeepSpeed (``prepare`` shards it
+    onto the GPUs; a full copy per GPU would not fit), otherwise this process's own device."""
+    return "cpu" if sharded_launch() else local_device()
+
+
+def main_result(run, error_type=RunFolderError):
+    """Run ``run()`` on the main process only and hand every process its outcome.
+
+    Returns what ``run()`` returned (on the main process; None on the others). An exception on
+    the main process is raised there and, as ``error_type`` with the same message, on the
+    others, so no process is left waiting at a barrier for one that has stopped.
+    """
+    if not is_distributed():
+        return run()
+    error, result = None, None
+    if is_main_process():
+        try:
+            result = run()
+        except Exception as exc:  # handed to every rank below, then re-raised here
+            error = exc
+    message = broadcast_from_main(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        follower = error_type(message)
+        follower.from_main = True  # the main process reports it; the CLI prints it once
+        raise follower
+    return result
+
+
+def broadcast_from_main(value):
+    """``value`` of the main process, on every process (a picklable object; no-op in one process)."""
+    if not is_distributed():
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    distributed_state()
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _umask() -> int:
@@ -178,13 +293,30 @@ class RunFolder:
         """Hold the folder for this process: a second process on the same folder gets one clear
         error. The lock file names the holder's PID; a lock left by a process that died is stale
         and taken over (the operating system releases ``flock`` locks of dead processes). Taking
-        it again in the same process while it is held is a no-op."""
-        import fcntl
-
+        it again in the same process while it is held is a no-op. In a multi-process run the main
+        process holds it for all, and a refusal stops every process with the same error."""
         key = os.path.abspath(self.path)
-        if not is_main_process() or key in _HELD:  # other ranks; or already held by this process
+        if key in _HELD:  # already held by this process
             yield self
             return
+        fh = main_result(self._acquire)  # the main process's file handle; None on the others
+        _HELD.add(key)
+        try:
+            yield self
+        finally:
+            _HELD.discard(key)
+            if fh is not None:
+                fh.seek(0)
+                fh.truncate()
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+
+    def _acquire(self):
+        """Take the ``flock`` of the folder's lock file; returns the open lock file."""
+        import fcntl
+
         self.check_writable()
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK_FILE
@@ -211,23 +343,20 @@ class RunFolder:
             pid = previous.split()[1] if previous.startswith("process ") else ""
             if pid.isdigit() and not _pid_alive(int(pid)):
                 print(f"note: took over the stale lock of {previous} in {self.path}", flush=True)
-        _HELD.add(key)
-        try:
-            yield self
-        finally:
-            _HELD.discard(key)
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+        return fh
 
     def init(self, config: dict, overwrite: bool = False, kind: str | None = None) -> None:
-        """Create the folder, or check that an existing one holds this same run.
+        """Create the folder, or check that an existing one holds this same run (on the main
+        process; the others wait, and get its error if it refuses).
 
         Raises:
             RunFolderError: the folder holds a different run (and ``overwrite`` is off), a run of
                 another kind, or files that are not a run folder's.
         """
+        main_result(lambda: self._init(config, overwrite, kind))
+        wait_for_everyone()
+
+    def _init(self, config: dict, overwrite: bool, kind: str | None) -> None:
         self.check_writable()
         entries = [p for p in self.path.iterdir() if p.name != LOCK_FILE] if self.path.is_dir() else []
         if entries:
@@ -242,18 +371,15 @@ class RunFolder:
                         else f"a different run (its setting '{diff}' differs)")
                 raise RunFolderError(f"'{self.path}' holds {what}: choose another --out, or pass --overwrite to "
                                      "start this one afresh")
-            if diff and overwrite and is_main_process():
+            if diff and overwrite:
                 for entry in entries:
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        wait_for_everyone()
-        if is_main_process():
-            self.path.mkdir(parents=True, exist_ok=True)
-            save_yaml(config, self.config_path)
-            if kind:
-                state = self.state()
-                state["kind"] = kind
-                self._write_state(state)
-        wait_for_everyone()
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, self.config_path)
+        if kind:
+            state = self.state()
+            state["kind"] = kind
+            self._write_state(state)
 
     # ---- state ----
     def state(self) -> dict:

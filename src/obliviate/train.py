@@ -3,6 +3,15 @@
 A method supplies ``loss(model, batch) -> (loss, logs)`` (and optionally ``collate``, default
 :func:`pad_collate`, and ``trainable_parameters``, default those that require grad); this loop owns the optimizer, schedule, accumulation, clipping,
 held-out evaluation, logging, progress bar, checkpoints and resume.
+
+Under ``accelerate launch`` with N processes the loader is sharded: each process takes every N-th
+micro-batch, so one optimizer step sees ``batch_size x grad_accum x N`` examples (the global
+batch) and an epoch has N times fewer steps. The schedule is computed from the sharded loader and
+stepped once per optimizer step, so ``epochs``, ``max_steps`` and the learning-rate curve mean the
+same for any N; the logged loss, method logs, token counts and held-out loss are averaged or
+summed over the processes. N processes at ``batch_size`` b match one process at ``batch_size`` b
+and ``grad_accum`` N times larger (the same examples per step, each micro-batch's mean loss
+averaged), up to float rounding.
 """
 
 from __future__ import annotations
@@ -36,8 +45,8 @@ class TrainConfig:
     epochs: float = 1.0  # passes over the training examples (fractions allowed)
     max_steps: int = 0  # optimizer steps; 0 = derived from epochs
     learning_rate: float = 1e-5  # AdamW peak learning rate
-    batch_size: int = 4  # examples per micro-batch (per device)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    batch_size: int = 4  # examples per micro-batch, per process
+    grad_accum: int = 1  # micro-batches per optimizer step (global batch: batch_size x grad_accum x processes)
     warmup_ratio: float = 0.0  # share of steps with linear warm-up
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
@@ -148,6 +157,7 @@ class TrainResult:
     heldout_loss: float | None
     history: list[dict] = field(default_factory=list)
     resumed_seconds: float = 0.0  # training time of earlier attempts, up to the checkpoint resumed from
+    full_state: dict | None = None  # the gathered weights of a sharded (FSDP, ZeRO-3) model, for saving
 
 
 def _batch_tokens(batch: dict) -> int:
@@ -201,13 +211,21 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
+    from obliviate.runs import distributed_state, use_cpu
+
     if not train_examples:
         raise TrainingError(f"{desc}: no training examples: give a larger corpus")
     check_trackers(config.report_to)
     set_seed(config.seed)
+    distributed_state()  # the process group, with the CPU flag and timeout the Accelerator must share
     trackers = {"log_with": config.report_to, "project_dir": str(tracker_dir or "trackers")} if config.report_to else {}
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(), **trackers)
+    # the scheduler is stepped by this loop once per optimizer step (not N times, as accelerate
+    # does for a schedule computed over the unsharded loader);
+    # mixed_precision "no" leaves the launcher's choice (an accelerate config file's bf16) in force
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=use_cpu(),
+                              mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
+                              step_scheduler_with_optimizer=False, **trackers)
+    processes = accelerator.num_processes
     if config.report_to:  # hyperparameters as scalars or text (TensorBoard's hparams take no lists)
         hyperparameters = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                            for k, v in dataclasses.asdict(config).items()}
@@ -219,6 +237,7 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         if config.report_to and "event" not in record and isinstance(record.get("step"), int):
             accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"},
                             step=record["step"])
+
     collate = getattr(method, "collate", None) or (lambda ex: pad_collate(ex, pad_id))
     loader = torch.utils.data.DataLoader(train_examples, batch_size=config.batch_size, collate_fn=collate,
                                          sampler=EpochShuffleSampler(len(train_examples), config.seed))
@@ -227,11 +246,14 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     if not params:
         raise TrainingError(f"{desc}: the method selected no trainable parameter")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    model.train()
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # the schedule counts optimizer steps of the sharded loader: each process sees len(loader)
+    # micro-batches per epoch, and one optimizer step takes batch_size x grad_accum x processes examples
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    model.train()
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    scheduler = accelerator.prepare(
+        get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps))
     heldout_loader = None
     if heldout_examples:
         heldout_loader = accelerator.prepare(torch.utils.data.DataLoader(
@@ -242,58 +264,68 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt and (ckpt / "progress.json").exists():
         progress = json.loads((ckpt / "progress.json").read_text())
+        saved_by = progress.get("processes", 1)
+        if saved_by != processes:
+            raise TrainingError(f"{desc}: the checkpoint in {ckpt} was written by {saved_by} process(es), this run "
+                                f"has {processes}: launch {saved_by} process(es) to resume it, or delete {ckpt} to "
+                                "start the stage afresh")
         accelerator.load_state(str(ckpt / "state"))
         step, epoch, skip = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         tokens_before, seconds_before = progress.get("tokens", 0), progress.get("seconds", 0.0)
         log({"event": "resumed", "stage": desc, "step": step})
 
-    tokens_per_step = sum(example_tokens(e) for e in train_examples) / steps_per_epoch  # an average
-    bar = token_bar(round(tokens_per_step * total_steps), desc)
-    bar.update(round(tokens_per_step * step))
+    # the bar (main process only) counts every process's tokens: this one's times the processes
+    tokens_per_step = sum(example_tokens(e) for e in train_examples) / (steps_per_epoch * processes)  # an average
+    total_tokens = round(tokens_per_step * processes * total_steps)
+    bar = token_bar(total_tokens, desc) if accelerator.is_main_process else token_bar(total_tokens, desc, disable=True)
+    bar.update(round(tokens_per_step * processes * step))
     history: list[dict] = []
     start, tokens, heldout = time.perf_counter(), 0, None
-    running: list[float] = []
+    running: list[torch.Tensor] = []
     while step < total_steps:
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch_index, batch in enumerate(batches, start=skip):
             with accelerator.accumulate(model):
                 loss, logs = method.loss(model, batch)
-                if not torch.isfinite(loss):
-                    bar.close()
-                    _finish_trackers(accelerator)
-                    raise TrainingError(f"{desc}: the loss became {loss.item()} at step {step + 1}: "
-                                        "lower the learning rate (or the method's weights) and run again")
+                _check_finite(accelerator, loss, desc, step, bar)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             n_tokens = _batch_tokens(batch)
             tokens += n_tokens
-            bar.update(n_tokens)
-            running.append(float(loss.detach()))
+            bar.update(n_tokens * processes)
+            running.append(loss.detach().float())
             if not accelerator.sync_gradients:
                 continue
             step += 1
             # the estimate was an average over blocks of unequal length: re-aim it so the bar ends at 100%
-            bar.total = bar.n + round(tokens_per_step * (total_steps - step))
+            bar.total = bar.n + round(tokens_per_step * processes * (total_steps - step))
             if hasattr(method, "on_step"):
                 method.on_step(step)
-            record = {"stage": desc, "step": step, "epoch": epoch, "loss": sum(running) / len(running),
+            # the step's loss and logs averaged over its micro-batches and processes (one collective)
+            values = torch.stack([torch.stack(running).mean(),
+                                  *(torch.as_tensor(v, dtype=torch.float32, device=running[0].device).detach().reshape(())
+                                    for v in logs.values())]).to(accelerator.device)
+            values = accelerator.reduce(values, reduction="mean") if processes > 1 else values
+            record = {"stage": desc, "step": step, "epoch": epoch, "loss": float(values[0]),
                       "lr": scheduler.get_last_lr()[0],
-                      **{k: float(v) for k, v in logs.items()}}
+                      **{k: float(v) for k, v in zip(logs, values[1:].tolist())}}
             running = []
             if heldout_loader is not None and config.eval_every and step % config.eval_every == 0:
-                record["heldout_loss"] = heldout = _heldout_loss(model, method, heldout_loader)
+                record["heldout_loss"] = heldout = _heldout_loss(accelerator, model, method, heldout_loader)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             history.append(record)
             log(record)
             if ckpt and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(accelerator, ckpt, {"step": step, "epoch": epoch, "batch_in_epoch": batch_index + 1,
-                                                     "tokens": tokens_before + tokens,
-                                                     "seconds": seconds_before + time.perf_counter() - start})
+                                                     "tokens": tokens_before + _sum(accelerator, tokens),
+                                                     "seconds": seconds_before + time.perf_counter() - start,
+                                                     "processes": processes})
             if step >= total_steps:
                 break
         else:
@@ -302,21 +334,24 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         break
     bar.close()
     if heldout_loader is not None:
-        heldout = _heldout_loss(model, method, heldout_loader)
+        heldout = _heldout_loss(accelerator, model, method, heldout_loader)
         log({"stage": desc, "step": step, "heldout_loss": heldout})
         if history:
             history[-1]["heldout_loss"] = heldout
     seconds = time.perf_counter() - start + seconds_before
-    tokens += tokens_before
+    tokens = _sum(accelerator, tokens) + tokens_before
+    # a sharded model (FSDP, ZeRO-3) is gathered into one full state dict, by every process together
+    full_state = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
     model = accelerator.unwrap_model(model)
     model.eval()
     accelerator.wait_for_everyone()
     if ckpt and accelerator.is_main_process:
         shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
     _finish_trackers(accelerator)
     accelerator.free_memory()
     return TrainResult(steps=step, seconds=seconds, tokens=tokens, tokens_per_s=tokens / max(seconds, 1e-9),
-                       heldout_loss=heldout, history=history, resumed_seconds=seconds_before)
+                       heldout_loss=heldout, history=history, resumed_seconds=seconds_before, full_state=full_state)
 
 
 def _finish_trackers(accelerator) -> None:
@@ -326,17 +361,59 @@ def _finish_trackers(accelerator) -> None:
         tracker.finish()
 
 
-def _heldout_loss(model, method, loader) -> float:
+def _is_sharded(accelerator) -> bool:
+    """Whether the prepared model's parameters are sharded across processes (FSDP, DeepSpeed ZeRO-3)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.deepspeed_config["zero_optimization"]["stage"] == 3
+    return False
+
+
+def _sum(accelerator, count: int) -> int:
+    """A per-process count summed over the processes."""
+    if accelerator.num_processes == 1:
+        return count
+    return int(accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum"))
+
+
+def _check_finite(accelerator, loss, desc: str, step: int, bar) -> None:
+    """Stop every process together when the loss of any of them is NaN or infinite."""
+    bad = ~torch.isfinite(loss.detach())
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad.float().reshape(1), reduction="sum") > 0
+    if bool(bad):
+        bar.close()
+        _finish_trackers(accelerator)
+        raise TrainingError(f"{desc}: the loss became {loss.item()} at step {step + 1}: "
+                            "lower the learning rate (or the method's weights) and run again")
+
+
+def _heldout_loss(accelerator, model, method, loader) -> float:
+    """Mean loss over the held-out examples, each weighted by its batch's loss; every process takes
+    its share of the batches and the losses are gathered (padding duplicates dropped)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    losses = []
     with torch.no_grad():
         for batch in loader:
             loss, _ = method.loss(model, batch)
-            total += float(loss)
-            count += 1
+            size = len(next(iter(_leaves(batch))))
+            losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1).expand(size)))
     model.train(was_training)
-    return total / max(count, 1)
+    values = torch.cat(losses) if losses else torch.zeros(0)
+    return float(values.mean()) if len(values) else 0.0
+
+
+def _leaves(batch: dict):
+    """The tensors of a (nested) batch, each with the batch dimension first."""
+    for value in batch.values():
+        if isinstance(value, dict):
+            yield from _leaves(value)
+        elif isinstance(value, torch.Tensor):
+            yield value
 
 
 def _save_checkpoint(accelerator, ckpt: Path, progress: dict) -> None:

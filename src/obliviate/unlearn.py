@@ -53,9 +53,9 @@ def _say(message: str) -> None:
 
 
 def _device() -> str:
-    import torch
+    from obliviate.runs import local_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return local_device()
 
 
 def pair_examples(forget: list[list[int]], retain: list[list[int]] | None) -> list[dict]:
@@ -177,9 +177,11 @@ class UnlearnRun(StagedRun):
         import torch
 
         from obliviate.models import load_model
+        from obliviate.runs import training_device
 
         c = self.config
-        loaded = load_model(c.model, device=_device(), trust_remote_code=c.trust_remote_code)
+        # this process's GPU (not cuda:0 on every process), or the CPU when FSDP/DeepSpeed shards it
+        loaded = load_model(c.model, device=training_device(), trust_remote_code=c.trust_remote_code)
         forget, retain = blocks["forget"], blocks["retain"]
         pad = loaded.tokenizer.pad_token_id
         retain_heldout = (retain.heldout or retain.train) if retain else []
@@ -191,12 +193,16 @@ class UnlearnRun(StagedRun):
         examples = pair_examples(forget.train, retain.train if training_retain else None)
         heldout = pair_examples(forget.heldout, retain_heldout if training_retain else None) if forget.heldout \
             else None
+        if hasattr(self.method, "attach_reference"):  # NPO's precomputed reference log-probs (before training)
+            examples = self.method.attach_reference(model, examples, pad)
+            heldout = self.method.attach_reference(model, heldout, pad) if heldout else None
         result = train(model, self.method, examples, c.train, heldout_examples=heldout, pad_id=pad,
                        log=self.folder.log, checkpoint_dir=self.checkpoint_dir("unlearn"), desc="unlearn",
                        tracker_dir=self.tracker_dir)
         nll["forget_heldout_nll"]["after"] = mean_nll(model, forget.heldout, pad, c.train.batch_size)
         nll["retain_heldout_nll"]["after"] = mean_nll(model, retain_heldout, pad, c.train.batch_size)
-        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora))
+        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,
+                                                               state_dict=result.full_state))
         path = self.folder.stage_path("model")
         saved = "adapter" if is_adapter_dir(path) else "merged" if c.lora.enabled else "full"
         adapter_hash = file_hash(path / "adapter_model.safetensors") if saved == "adapter" else None

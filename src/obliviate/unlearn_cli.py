@@ -63,5 +63,7 @@ def cmd_unlearn(args) -> int:
     from obliviate.unlearn import UnlearnRun
 
     UnlearnRun(unlearn_config(args), args.out, overwrite=args.overwrite).run()
-    print(f"run folder: {args.out}")
+    from obliviate.runs import say_main
+
+    say_main(f"run folder: {args.out}")
     return 0

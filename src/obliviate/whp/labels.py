@@ -65,7 +65,7 @@ def block_generic_logits(base_logits: torch.Tensor, reinforced_logits: torch.Ten
 
 @torch.inference_mode()
 def generate_generic_labels(base_model, reinforced_model, blocks: list[list[int]], matcher, config: LabelConfig,
-                            pad_id: int, desc: str = "generic labels") -> dict:
+                            pad_id: int, desc: str = "generic labels", shard: tuple[int, int] = (0, 1)) -> dict:
     """Generic labels for every block.
 
     Args:
@@ -75,19 +75,28 @@ def generate_generic_labels(base_model, reinforced_model, blocks: list[list[int]
         matcher: an ``AnchorMatcher`` over the anchored terms.
         config: label settings.
         pad_id: padding id.
+        desc: progress-bar label.
+        shard: ``(rank, processes)``: this process labels batches ``rank, rank + processes, ...``
+            of the ``config.batch_size`` batches (:func:`gather_labels` joins the shares into the
+            one-process result: the same batches, so the same numbers).
 
     Returns:
-        ``{"examples": [...], "stats": {...}}``; each example holds ``input_ids`` (the original
-        block) and ``labels`` (generic next-token ids, IGNORE_INDEX where no loss is taken) or,
-        with ``soft``, ``topk_ids``/``topk_probs``/``soft_mask``.
+        ``{"examples": [...], "stats": {...}, "index": [...]}``; each example holds ``input_ids``
+        (the original block) and ``labels`` (generic next-token ids, IGNORE_INDEX where no loss is
+        taken) or, with ``soft``, ``topk_ids``/``topk_probs``/``soft_mask``; ``index`` gives the
+        position of each example in ``blocks``.
     """
     device = next(base_model.parameters()).device
     base_model.eval()
     reinforced_model.eval()
-    examples, stats = [], {"blocks": len(blocks), "labelled": 0, "changed": 0, "anchored_occurrences": 0,
-                           "tokens_translated": 0}
-    bar = token_bar(sum(len(b) for b in blocks), desc)
-    for start in range(0, len(blocks), config.batch_size):
+    rank, processes = shard
+    starts = list(range(0, len(blocks), config.batch_size))[rank::processes]
+    examples, index = [], []
+    stats = {"blocks": sum(len(blocks[s:s + config.batch_size]) for s in starts), "labelled": 0, "changed": 0,
+             "anchored_occurrences": 0, "tokens_translated": 0}
+    share_tokens = sum(len(b) for s in starts for b in blocks[s:s + config.batch_size])
+    bar = token_bar(share_tokens, desc, disable=True) if rank else token_bar(share_tokens, desc)
+    for start in starts:
         chunk = blocks[start:start + config.batch_size]
         translated = [matcher.translate(b, random.Random(config.seed * 1_000_003 + start + i))
                       for i, b in enumerate(chunk)]
@@ -115,6 +124,7 @@ def generate_generic_labels(base_model, reinforced_model, blocks: list[list[int]
             else:
                 example["labels"] = labels
             examples.append(example)
+            index.append(start + i)
             original_next = torch.tensor(block[1:] + [IGNORE_INDEX], dtype=torch.long)
             stats["labelled"] += len(positions)
             stats["changed"] += int((hard != original_next[positions]).sum())
@@ -122,7 +132,16 @@ def generate_generic_labels(base_model, reinforced_model, blocks: list[list[int]
             stats["tokens_translated"] += len(tr.translated_ids)
         bar.update(sum(len(b) for b in chunk))
     bar.close()
-    return {"examples": examples, "stats": stats}
+    return {"examples": examples, "stats": stats, "index": index}
+
+
+def gather_labels(shares: list[dict]) -> dict:
+    """Join the results of :func:`generate_generic_labels` over shards (one per process) into
+    the one-process result: examples back in block order, statistics summed."""
+    pairs = sorted(((i, e) for share in shares for i, e in zip(share["index"], share["examples"])),
+                   key=lambda pair: pair[0])
+    stats = {key: sum(share["stats"][key] for share in shares) for key in shares[0]["stats"]}
+    return {"examples": [e for _, e in pairs], "stats": stats, "index": [i for i, _ in pairs]}
 
 
 def save_labels(examples: list[dict], path: Path) -> None:

@@ -24,7 +24,7 @@ from obliviate.hashing import file_sha256, path_signature, settings_hash
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import atomic_write_json, without_reporting_settings
 from obliviate.train import TrainConfig, train
-from obliviate.whp.labels import LabelConfig, generate_generic_labels, load_labels, save_labels
+from obliviate.whp.labels import LabelConfig, gather_labels, generate_generic_labels, load_labels, save_labels
 
 STAGES = ("reinforce", "labels", "finetune", "eval")
 
@@ -55,15 +55,29 @@ class WHPConfig:
 
 
 def _device() -> str:
-    import torch
+    from obliviate.runs import local_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return local_device()
 
 
-def save_hf(model, tokenizer, folder) -> None:
-    """Save a model (safetensors) and its tokenizer in Hugging Face format."""
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+def save_hf(model, tokenizer, folder, state_dict=None) -> None:
+    """Save a model (safetensors) and its tokenizer in Hugging Face format (``state_dict``: the
+    gathered weights of a sharded model, see :attr:`obliviate.train.TrainResult.full_state`)."""
+    save_model(model, tokenizer, folder, LoraSettings(), state_dict=state_dict)
+
+
+def _sharded_labels(base_model, reinforced_model, blocks, matcher, config, pad_id: int, desc: str) -> dict:
+    """Generic labels of ``blocks``, each process labelling its share; every process gets them all."""
+    from obliviate.runs import process_index
+
+    rank, processes = process_index()
+    share = generate_generic_labels(base_model, reinforced_model, blocks, matcher, config, pad_id, desc=desc,
+                                    shard=(rank, processes))
+    if processes == 1:
+        return share
+    from accelerate.utils import gather_object
+
+    return gather_labels(gather_object([share]))
 
 
 class WHPRun(StagedRun):
@@ -71,7 +85,7 @@ class WHPRun(StagedRun):
 
     KIND = "whp"
     STAGES = STAGES
-    DISTRIBUTED = ("reinforce", "finetune")
+    DISTRIBUTED = ("reinforce", "labels", "finetune")
     CHECKPOINTED = ("reinforce", "finetune")
     PATH_SETTINGS = ("model", "anchors", "target.sources", "reinforce.model", "eval.probe_prompts",
                      "eval.familiarity_prompts", "eval.general_text")
@@ -166,36 +180,40 @@ class WHPRun(StagedRun):
                        pad_id=tok.pad_token_id, log=self.folder.log,
                        checkpoint_dir=self.checkpoint_dir("reinforce"), desc="reinforce",
                        tracker_dir=self.tracker_dir)
-        self.folder.save_model("reinforced", lambda tmp: save_hf(loaded.model, tok, tmp))
+        self.folder.save_model("reinforced", lambda tmp: save_hf(loaded.model, tok, tmp, result.full_state))
         return {"output": "reinforced", "trained": True, "steps": result.steps, "tokens": result.tokens,
                 "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss,
                 "resumed_seconds": result.resumed_seconds}
 
     def _stage_labels(self, blocks) -> dict:
+        """Every process labels its share of the blocks; the main process writes the joined labels."""
         from obliviate.models import check_same_tokenizer, load_model
+        from obliviate.runs import is_main_process, local_device, wait_for_everyone
 
         self.require("reinforce")
-        device = _device()
+        device = local_device()
         base = load_model(self.config.model, device=device, trust_remote_code=self.config.trust_remote_code)
         reinforced = load_model(self.reinforced_path(), device=device,
                                 trust_remote_code=self.config.trust_remote_code)
         check_same_tokenizer(base.tokenizer, reinforced.tokenizer)
         matcher, anchor_info = self.matcher(blocks.train)
-        tmp = self.folder.tmp_dir("labels")
         pad = base.tokenizer.pad_token_id
         start = time.perf_counter()
-        train_labels = generate_generic_labels(base.model, reinforced.model, blocks.train, matcher,
-                                               self.config.labels, pad, desc="generic labels")
+        train_labels = _sharded_labels(base.model, reinforced.model, blocks.train, matcher, self.config.labels, pad,
+                                       "generic labels")
         seconds = time.perf_counter() - start
-        save_labels(train_labels["examples"], tmp / "train.safetensors")
-        stats = {"train": train_labels["stats"], "anchors": {**anchor_info, "dropped": anchor_info["dropped"]}}
-        if blocks.heldout:
-            heldout_labels = generate_generic_labels(base.model, reinforced.model, blocks.heldout, matcher,
-                                                     self.config.labels, pad, desc="generic labels (held out)")
-            save_labels(heldout_labels["examples"], tmp / "heldout.safetensors")
-            stats["heldout"] = heldout_labels["stats"]
-        atomic_write_json(tmp / "stats.json", stats)
-        self.folder.commit_dir("labels", tmp)
+        heldout_labels = _sharded_labels(base.model, reinforced.model, blocks.heldout, matcher, self.config.labels,
+                                         pad, "generic labels (held out)") if blocks.heldout else None
+        if is_main_process():
+            tmp = self.folder.tmp_dir("labels")
+            save_labels(train_labels["examples"], tmp / "train.safetensors")
+            stats = {"train": train_labels["stats"], "anchors": {**anchor_info, "dropped": anchor_info["dropped"]}}
+            if heldout_labels:
+                save_labels(heldout_labels["examples"], tmp / "heldout.safetensors")
+                stats["heldout"] = heldout_labels["stats"]
+            atomic_write_json(tmp / "stats.json", stats)
+            self.folder.commit_dir("labels", tmp)
+        wait_for_everyone()
         tokens = sum(len(b) for b in blocks.train)
         return {"output": "labels", "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
                 "labelled_positions": train_labels["stats"]["labelled"],
@@ -218,7 +236,8 @@ class WHPRun(StagedRun):
                        pad_id=loaded.tokenizer.pad_token_id, log=self.folder.log,
                        checkpoint_dir=self.checkpoint_dir("finetune"), desc="finetune",
                        tracker_dir=self.tracker_dir)
-        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, lora))
+        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, lora,
+                                                               state_dict=result.full_state))
         return {"output": "model", "steps": result.steps, "tokens": result.tokens,
                 "tokens_per_s": round(result.tokens_per_s, 1), "heldout_loss": result.heldout_loss,
                 "resumed_seconds": result.resumed_seconds}
