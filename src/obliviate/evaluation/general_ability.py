@@ -18,7 +18,6 @@ import functools
 import importlib.util
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,20 +96,11 @@ def _data_root(data_dir) -> Path:
     (The task folder's messages name lm-eval's `--metadata` instead: it is also run without obliviate.)
     """
     utils = _task_utils()
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(utils.DATA_DIR_ENV)
-    if not data_dir:
-        raise DataError(
-            f"No benchmark data folder given: pass --data-dir (Python: data_dir=) or set {utils.DATA_DIR_ENV} "
-            f"to the folder holding benchmarks/. Expected layout:\n{utils.expected_layout()}"
-        )
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise DataError(
-            f"Benchmark data folder {path} does not exist: pass the folder holding benchmarks/ "
-            f"(--data-dir or {utils.DATA_DIR_ENV}). Expected layout:\n{utils.expected_layout()}"
-        )
-    return path
+    try:
+        return utils.resolve_data_dir(data_dir)
+    except utils.BenchmarkDataError as exc:  # the task folder's rule, with obliviate's options named
+        ours = f"pass --data-dir (Python: data_dir=) or set {utils.DATA_DIR_ENV}"
+        raise DataError(str(exc).replace(utils.HOW_TO_PASS_DATA_DIR, ours)) from exc
 
 
 def lm_eval_task_name(task: str) -> str:
