@@ -6,15 +6,18 @@ Used by the README's multi-GPU table (``python -m obliviate.memory``) and by
 - weights: parameters x bytes per value (bf16: 2, fp32: 4);
 - gradients: trainable parameters x bytes per value;
 - optimizer: AdamW keeps two states per trainable parameter, in the parameters' dtype;
-- reference: the frozen copy of NPO, KL, RMU (a full copy on every GPU: it is not sharded);
+- reference: the frozen copy of NPO, KL, RMU (sharded like the trained model under FSDP / ZeRO-3 by
+  ``obliviate.train.place_reference``; a full copy on every GPU otherwise);
 - activations: kept for the backward pass, ``34 x tokens x hidden`` bytes per 16-bit layer
   (Korthikanti et al. 2022, arXiv 2205.05198, eq. 1 without the attention-score term that
   FlashAttention/SDPA does not store), scaled by bytes per value / 2, plus the logits
   (tokens x vocab: the values, their float32 copy in the loss and its gradient). Methods that
   train on retain text keep two graphs (forget and retain) until the backward pass.
 
-FSDP and ZeRO-3 divide weights, gradients and optimizer state by the number of processes; data
-parallelism (DDP) keeps all of them on every GPU.
+FSDP and ZeRO-3 divide weights, gradients, optimizer state and the reference by the number of
+processes (Accelerate's FSDP2 plan keeps the last group, embeddings, final norm and head, gathered
+after a forward: up to ``2 x vocab x hidden`` more values per model, not counted); data parallelism
+(DDP) keeps all of them on every GPU.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def estimate_training(shape: ModelShape, *, batch_size: int, seq_len: int, bytes
         graphs: forward graphs alive at the backward pass (2 when retain text is trained on).
         grad_layers: decoder layers whose activations are kept (default: all).
         processes: GPUs.
-        sharded: FSDP or ZeRO-3 (weights, gradients and optimizer state divided by ``processes``).
+        sharded: FSDP or ZeRO-3 (weights, gradients, optimizer state and reference divided by ``processes``).
     """
     trainable = shape.params if trainable is None else trainable
     share = processes if sharded else 1
@@ -105,7 +108,7 @@ def estimate_training(shape: ModelShape, *, batch_size: int, seq_len: int, bytes
     return MemoryEstimate(weights=shape.params * bytes_per_value / share,
                           gradients=trainable * bytes_per_value / share,
                           optimizer=2 * trainable * bytes_per_value / share,
-                          reference=shape.params * bytes_per_value if reference else 0.0,
+                          reference=shape.params * bytes_per_value / share if reference else 0.0,
                           activations=graphs * activation_bytes(shape, tokens, layers, bytes_per_value))
 
 

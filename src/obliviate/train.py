@@ -248,6 +248,8 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     model.train()
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if getattr(method, "reference", None) is not None:  # the frozen original of NPO, KL, the RMU family
+        method.reference = place_reference(accelerator, method.reference)
     # the schedule counts optimizer steps of the sharded loader: each process sees len(loader)
     # micro-batches per epoch, and one optimizer step takes batch_size x grad_accum x processes examples
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
@@ -370,6 +372,62 @@ def _is_sharded(accelerator) -> bool:
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return accelerator.deepspeed_config["zero_optimization"]["stage"] == 3
     return False
+
+
+def place_reference(accelerator, reference):
+    """Place a method's frozen reference model for ``accelerator``'s plan, as the trained model was placed.
+
+    - FSDP2: sharded by accelerate's own ``fsdp2_prepare_model``, the function ``accelerator.prepare``
+      shards the trained model with (the plugin's auto-wrap policy, mesh, mixed precision, offload);
+    - FSDP1: wrapped in ``FullyShardedDataParallel`` with the plugin's settings, as accelerate's
+      ``prepare_model`` wraps the trained model (no optimizer; no ``param_init_fn``: the copy is whole on
+      every process, obliviate loading the model on each);
+    - DeepSpeed ZeRO-3: an inference engine with the training's ZeRO-3 config, as huggingface/trl's
+      ``prepare_deepspeed`` does for its reference models;
+    - otherwise (one process, DDP, ZeRO-1/2): moved whole to the accelerator's device.
+
+    Every process must call it (sharding is collective). Returns the reference, in eval mode with no
+    parameter requiring grad; its forward is called as the plain model's.
+    """
+    from accelerate.utils import DistributedType
+
+    reference.eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.is_fsdp2:
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        reference = fsdp2_prepare_model(accelerator, reference)
+    elif accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        plugin = accelerator.state.fsdp_plugin
+        plugin.set_auto_wrap_policy(reference)
+        reference = FullyShardedDataParallel(
+            reference, sharding_strategy=plugin.sharding_strategy or plugin.reshard_after_forward,
+            cpu_offload=plugin.cpu_offload, auto_wrap_policy=plugin.auto_wrap_policy,
+            mixed_precision=plugin.mixed_precision_policy, sync_module_states=plugin.sync_module_states,
+            backward_prefetch=plugin.backward_prefetch, forward_prefetch=plugin.forward_prefetch,
+            use_orig_params=plugin.use_orig_params, limit_all_gathers=plugin.limit_all_gathers,
+            device_id=accelerator.device)
+    elif _is_sharded(accelerator):  # DeepSpeed ZeRO-3
+        import copy
+
+        import deepspeed
+
+        ds_config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+        ds_config.pop("optimizer", None)
+        ds_config.pop("scheduler", None)
+        hidden = getattr(getattr(reference, "config", None), "hidden_size", None)
+        if hidden:  # trl's bucket sizes for a model that is only run forward
+            ds_config["zero_optimization"].update(reduce_bucket_size=hidden * hidden,
+                                                  stage3_param_persistence_threshold=10 * hidden,
+                                                  stage3_prefetch_bucket_size=int(0.9 * hidden * hidden))
+        reference, *_ = deepspeed.initialize(model=reference, config=ds_config)
+    else:
+        reference = reference.to(accelerator.device)
+    reference.eval()
+    return reference
 
 
 def _sum(accelerator, count: int) -> int:

@@ -46,7 +46,8 @@ FACTS = {
                   "inside another command (finetune, whp)",
     "retain_text": 'its use of retain text: "required", "optional" (used when its config\'s retain weight '
                    '`alpha` > 0) or "unused"',
-    "frozen_reference": "True: keeps a frozen copy of the original model in memory (the reference)",
+    "frozen_reference": "True: keeps a frozen copy of the original model in memory (the reference), as "
+                        "`method.reference` (None when not kept), which the training loop places or shards",
     "search_coefficient": "the config field `obliviate meta-search --coefficients` tunes (besides layer and alpha), "
                           "or None",
     "summary": "one line on what it does, for the model card",

@@ -95,18 +95,16 @@ def check_regex_setting(key: str, regex) -> None:
 
 
 def frozen_copy(model):
-    """A deep copy of ``model`` in eval mode with no trainable parameter (the reference model)."""
+    """A deep copy of ``model`` in eval mode with no trainable parameter (the reference model).
+
+    A method keeps it as ``method.reference``; the training loop places it on the accelerator's
+    device, or shards it under FSDP / ZeRO-3 (:func:`obliviate.train.place_reference`).
+    """
     reference = copy.deepcopy(model)
     reference.eval()
     for p in reference.parameters():
         p.requires_grad_(False)
     return reference
-
-
-def on_device_of(reference, tensor: torch.Tensor):
-    """Move the frozen reference next to the batch (the loop moves only the trained model)."""
-    first = next(reference.parameters())
-    return reference if first.device == tensor.device else reference.to(tensor.device)
 
 
 def logits_of(model, part: dict) -> tuple[torch.Tensor, torch.Tensor]:

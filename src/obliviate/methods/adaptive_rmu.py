@@ -11,7 +11,7 @@ import torch
 
 from obliviate.losses import adaptive_rmu_coefficient, rmu_forget_loss, rmu_retain_loss
 from obliviate.methods._common import (Paper, check_layer_setting, check_regex_setting, check_setting, hidden_at,
-                                       on_device_of, prepare_steering)
+                                       prepare_steering)
 
 
 @dataclass
@@ -55,7 +55,6 @@ class AdaptiveRMU:
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]
-        self.reference = on_device_of(self.reference, forget["input_ids"])
         h_forget = hidden_at(model, forget, self.layer)  # (B, T, H)
         with torch.no_grad():
             h_forget_frozen = hidden_at(self.reference, forget, self.layer)

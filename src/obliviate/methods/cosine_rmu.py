@@ -15,7 +15,7 @@ import torch
 
 from obliviate.losses import cosine_forget_loss, cosine_retain_loss
 from obliviate.methods._common import (ATIL_2026, check_choice, check_layer_setting, check_regex_setting, check_setting,
-                                       hidden_at, on_device_of, prepare_steering)
+                                       hidden_at, prepare_steering)
 
 
 @dataclass
@@ -58,7 +58,6 @@ class CosineRMU:
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]
-        self.reference = on_device_of(self.reference, forget["input_ids"])
         h_forget = hidden_at(model, forget, self.layer)  # (B, T, H)
         forget_loss = cosine_forget_loss(h_forget, self.direction.to(h_forget.device), forget["attention_mask"])
         with torch.no_grad():

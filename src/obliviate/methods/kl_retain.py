@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.losses import kl_retain_loss, kl_to_reference, token_nll
-from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of, on_device_of
+from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of
 
 
 @dataclass
@@ -44,7 +44,6 @@ class KLRetain:
         forget_nll = nll_of(model, batch["forget"])
         retain = batch["retain"]
         logits, labels = logits_of(model, retain)  # (B, T, V)
-        self.reference = on_device_of(self.reference, retain["input_ids"])
         with torch.no_grad():
             ref_logits, _ = logits_of(self.reference, retain)
         kl = kl_to_reference(logits, ref_logits, retain["attention_mask"])

@@ -9,7 +9,7 @@ import torch
 
 from obliviate.errors import ConfigError
 from obliviate.losses import npo_loss, sequence_logprob
-from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of, on_device_of
+from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of, nll_of
 
 
 @dataclass
@@ -75,7 +75,6 @@ class NPO:
         if "ref_logp" in forget:  # precomputed before training
             ref_logp = forget["ref_logp"].to(logits.device)
         else:
-            self.reference = on_device_of(self.reference, forget["input_ids"])
             with torch.no_grad():
                 ref_logp = sequence_logprob(logits_of(self.reference, forget)[0], labels)
         # sequence-summed log-probs, as in the paper's log pi(y|x)

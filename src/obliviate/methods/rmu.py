@@ -14,7 +14,7 @@ import torch
 
 from obliviate.losses import rmu_forget_loss, rmu_retain_loss
 from obliviate.methods._common import (Paper, check_layer_setting, check_regex_setting, check_setting, hidden_at,
-                                       on_device_of, prepare_steering)
+                                       prepare_steering)
 
 
 @dataclass
@@ -58,7 +58,6 @@ class RMU:
 
     def loss(self, model, batch):
         forget, retain = batch["forget"], batch["retain"]
-        self.reference = on_device_of(self.reference, forget["input_ids"])
         h_forget = hidden_at(model, forget, self.layer)  # (B, T, H)
         target = self.config.steering_coeff * self.direction.to(h_forget.device)  # (H,)
         forget_loss = rmu_forget_loss(h_forget, target, forget["attention_mask"])
