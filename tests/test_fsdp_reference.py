@@ -12,6 +12,8 @@ FSDP1 and ZeRO-3 (no GPU, no DeepSpeed here).
 
 from __future__ import annotations
 
+import datetime
+
 import os
 import socket
 from types import SimpleNamespace
@@ -58,7 +60,8 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a stuck collective fails the test after two minutes instead of hanging CI
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(minutes=2))
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
