@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 __all__ = ["file_hash", "file_sha256", "tree_hashes", "settings_hash", "path_signature"]
@@ -14,13 +15,25 @@ def file_hash(path) -> str | None:
     return file_sha256(path) if path else None
 
 
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime, ctime, inode) -> sha256, for this process
+
+
 def file_sha256(path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """sha256 of a file's bytes.
+
+    A file is read once per process while it is unchanged (same size, modification and change
+    times and inode): a run checks its stages' outputs, writes its manifest and signs the same
+    weights, and a 7B model is 14 GB to read each time.
+    """
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _HASHED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+        _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def tree_hashes(path) -> dict[str, str]:
