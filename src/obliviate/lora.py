@@ -31,7 +31,8 @@ class LoraSettings:
         return [("r", self.r >= 1, ">= 1"), ("alpha", self.alpha > 0, "> 0"),
                 ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                 ("target_modules", bool(self.target_modules), "a non-empty list of module names"),
-                ("save", self.save in SAVE_MODES, f"one of {', '.join(SAVE_MODES)}")]
+                ("save", self.save in SAVE_MODES, f"one of {', '.join(SAVE_MODES)}"),
+                ("save", self.save != "adapter" or self.enabled, "'merged' unless LoRA is on (pass --lora too)")]
 
 
 def _linear_module_names(model) -> list[str]:

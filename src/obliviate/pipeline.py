@@ -106,13 +106,6 @@ def check_trackers(config) -> None:
     check(dict.fromkeys(trackers(config)))
 
 
-def check_eval_inputs(eval_config) -> None:
-    """The end-of-run evaluation's settings and files, checked before any stage runs."""
-    from obliviate.evaluation.summary import check_eval_inputs as check
-
-    check(eval_config)
-
-
 def eval_inputs(eval_config) -> dict[str, str]:
     """Inputs of the end-of-run evaluation: its settings and the content of its files."""
     import hashlib

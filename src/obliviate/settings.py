@@ -102,14 +102,9 @@ def resolve(kind: str, *, config_file=None, options: dict | None = None, overrid
     if config_file:
         data = merge(data, _file_layer(load_yaml(config_file), f"'{config_file}'", kind))
     data = merge(data, drop_none(options or {}))
-    data = apply_overrides(data, _method_overrides(kind, overrides))
-    data["trust_remote_code"] = bool(trust_remote_code or data.get("trust_remote_code") is True
-                                     and _set_on_command_line(overrides))
+    # the file layers cannot set it (see _file_layer): only the flag or --set on the command line
+    data = apply_overrides({**data, "trust_remote_code": trust_remote_code}, _method_overrides(kind, overrides))
     return from_dict(config_class, data)
-
-
-def _set_on_command_line(overrides) -> bool:
-    return any(item.split("=", 1)[0].strip() == "trust_remote_code" for item in overrides or [])
 
 
 def load_config(path, overrides=(), trust_remote_code: bool = False):

@@ -17,11 +17,11 @@ from typing import Any, Callable
 from obliviate.config import to_dict
 from obliviate.corpus import Blocks, corpus_hash, make_blocks, read_corpus
 from obliviate.errors import ConfigError
-from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
+from obliviate.evaluation.summary import QuickEvalConfig, check_eval_inputs, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
 from obliviate.manifest import file_hash
 from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
-from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
+from obliviate.pipeline import StagedRun, check_context_length, eval_inputs
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import without_reporting_settings
 from obliviate.hashing import path_signature, settings_hash
@@ -130,8 +130,6 @@ class UnlearnRun(StagedRun):
         if config.retain.sources and not self.uses_retain:
             warnings.warn(f"method '{config.method}' with these settings does not train on retain text: it is only "
                           "used to measure the retain NLL before and after", stacklevel=2)
-        if config.lora.save == "adapter" and not config.lora.enabled:
-            raise ConfigError("lora.save=adapter needs LoRA: pass --lora too")
         super().__init__(config, out, overwrite)
 
     def blocks(self) -> dict[str, Blocks | None]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from obliviate.config import to_dict
 from obliviate.corpus import CorpusConfig, corpus_hash, make_blocks, read_corpus
 from obliviate.errors import ConfigError, DataError
-from obliviate.evaluation.summary import QuickEvalConfig, evaluate_before_after
+from obliviate.evaluation.summary import QuickEvalConfig, check_eval_inputs, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
-from obliviate.pipeline import StagedRun, check_context_length, check_eval_inputs, eval_inputs
+from obliviate.pipeline import StagedRun, check_context_length, eval_inputs
 from obliviate.hashing import file_sha256, path_signature, settings_hash
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import atomic_write_json, without_reporting_settings
@@ -96,8 +96,6 @@ class WHPRun(StagedRun):
         if not config.anchors:
             raise ConfigError("no anchored-terms dictionary: pass --anchors FILE "
                               "(`obliviate anchors propose` can build one)")
-        if config.lora.save == "adapter" and not config.lora.enabled:
-            raise ConfigError("lora.save=adapter needs LoRA: pass --lora too")
         super().__init__(config, out, overwrite)
 
     # ---- shared inputs, checked before any expensive stage ----
