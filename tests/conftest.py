@@ -6,6 +6,7 @@ random weights, briefly trained on the same text so that it has preferences to u
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -98,3 +99,32 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def spawn_gloo(worker, *args, processes: int = 2) -> None:
+    """Run ``worker(rank, processes, port, *args)`` in ``processes`` CPU processes (torch spawn)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(processes, port, *args), nprocs=processes, join=True)
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int):
+    """A gloo process group for a spawned worker, one thread, destroyed on exit."""
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # a stuck collective fails the test after two minutes instead of hanging CI
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(minutes=2))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

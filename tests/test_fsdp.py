@@ -10,23 +10,16 @@ batch, and must load back into a sharded model that computes the same logits.
 
 from __future__ import annotations
 
-import datetime
 
-import os
-import socket
 
 import pytest
 import torch
 
+from conftest import gloo_group, spawn_gloo
+
 pytestmark = pytest.mark.distributed
 
 LR = 1e-3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batch(tokenizer) -> torch.Tensor:
@@ -53,11 +46,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
 
     from obliviate.lora import LoraSettings, save_model
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    # a stuck collective fails the test after two minutes instead of hanging CI
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(minutes=2))
-    try:
+    with gloo_group(rank, world, port):
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = _shard(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32))
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
@@ -80,12 +69,9 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
         if rank == 0:
             torch.save(logits, f"{out_dir}/sharded_logits.pt")
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def test_fsdp2_sharded_save_and_load(tiny_model_dir, tiny_tokenizer, tmp_path):
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -95,7 +81,7 @@ def test_fsdp2_sharded_save_and_load(tiny_model_dir, tiny_tokenizer, tmp_path):
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
         pytest.skip("this torch has no FSDP2 (fully_shard)")
-    mp.spawn(_worker, args=(2, _free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_worker, str(tiny_model_dir), str(tmp_path))
 
     # one unsharded process, the same step on the whole batch
     reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)

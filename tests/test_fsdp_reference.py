@@ -12,22 +12,15 @@ FSDP1 and ZeRO-3 (no GPU, no DeepSpeed here).
 
 from __future__ import annotations
 
-import datetime
 
-import os
-import socket
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from conftest import gloo_group, spawn_gloo
+
 pytestmark = pytest.mark.distributed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _part(tokenizer, texts: list[str]) -> dict:
@@ -58,11 +51,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
     from obliviate.methods._common import hidden_at
     from obliviate.train import place_reference
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    # a stuck collective fails the test after two minutes instead of hanging CI
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(minutes=2))
-    try:
+    with gloo_group(rank, world, port):
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         forget = _part(tokenizer, ["Harry Potter went to Hogwarts with Ron.", "Dumbledore told Harry."])
@@ -98,12 +87,9 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
         results["rmu"] = (whole, sharded)
         torch.save(results, f"{out_dir}/rank{rank}.pt")
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def test_reference_sharded_by_place_reference_computes_as_the_whole_one(tiny_model_dir, tmp_path):
-    import torch.multiprocessing as mp
 
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
@@ -111,7 +97,7 @@ def test_reference_sharded_by_place_reference_computes_as_the_whole_one(tiny_mod
         from torch.distributed.fsdp import fully_shard  # noqa: F401
     except ImportError:
         pytest.skip("this torch has no FSDP2 (fully_shard)")
-    mp.spawn(_worker, args=(2, _free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(_worker, str(tiny_model_dir), str(tmp_path))
 
     for rank in range(2):
         results = torch.load(tmp_path / f"rank{rank}.pt")
