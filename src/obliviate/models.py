@@ -442,6 +442,8 @@ def weights_hash(path: str) -> str | None:
     files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
     if not files:
         return None
+    if len(files) == 1:  # the same value, read through the per-process cache of file hashes
+        return file_sha256(files[0])
     digest = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
