@@ -231,6 +231,19 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_bench_tofu(args) -> int:
+    from obliviate.config import apply_overrides, drop_none
+    from obliviate.tofu_bench import make_config, run_bench
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    options = drop_none({"model": args.model, "split": args.split, "methods": methods, "data_dir": args.data_dir,
+                         "retain_authors": args.retain_authors,
+                         "trust_remote_code": True if args.trust_remote_code else None})
+    config = make_config(args.preset, apply_overrides(options, args.set))
+    run_bench(config, args.out, command="obliviate " + " ".join(sys.argv[1:]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from obliviate.demo import run_demo
 
@@ -347,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default RUN/<run name>-<QUANT>.gguf)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
     p.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="run a published benchmark end to end").add_subparsers(dest="benchmark",
+                                                                                                required=True)
+    p = bench.add_parser("tofu", help="TOFU: target and gold models, every method, forget quality and model utility")
+    p.add_argument("--preset", default="gpu", choices=("gpu", "cpu"),
+                   help="gpu: TOFU's full protocol (default); cpu: a documented subset for a 2-core machine")
+    p.add_argument("--model", help="the pre-trained model (default: smollm2-135m)")
+    p.add_argument("--split", choices=("forget01", "forget05", "forget10"), help="the forget split (default forget01)")
+    p.add_argument("--methods", help="comma-separated unlearning methods and/or whp (default: all)")
+    p.add_argument("--retain-authors", type=int, help="learn only the first N retain authors (target and gold alike)")
+    p.add_argument("--data-dir", help="the folder holding tofu/ (default: $OBLIVIATE_DATA_DIR)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set unlearn.max_steps=20 --set method_settings.npo.beta=0.2")
+    p.add_argument("--out", required=True, help="the bench folder (its run folders are reused when complete)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
+    p.set_defaults(func=cmd_bench_tofu)
 
     p = sub.add_parser("demo", help="forget Harry Potter in the embedded model, end to end (no files needed)")
     p.add_argument("--model", default="smollm2-135m")

@@ -107,10 +107,18 @@ def frozen_copy(model):
     return reference
 
 
+def labels_of(part: dict) -> torch.Tensor:
+    """Next-token labels (B, T) of one batch part: its own aligned ``labels`` where it has them
+    (question/answer examples take the loss on answer tokens only), else every next token, padding ignored."""
+    if "labels" in part:
+        return part["labels"]
+    return shift_for_next_token(part["input_ids"], part["attention_mask"])
+
+
 def logits_of(model, part: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, T, V) of one batch part and its next-token labels (B, T), padding ignored."""
+    """Logits (B, T, V) of one batch part and its next-token labels (B, T) (:func:`labels_of`)."""
     logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], use_cache=False).logits
-    return logits, shift_for_next_token(part["input_ids"], part["attention_mask"])
+    return logits, labels_of(part)
 
 
 def nll_of(model, part: dict) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from obliviate.losses import shift_for_next_token, token_nll
+from obliviate.losses import token_nll
+from obliviate.methods._common import labels_of
 
 
 @dataclass
@@ -27,6 +28,6 @@ class FineTune:
 
     def loss(self, model, batch):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-        labels = shift_for_next_token(batch["input_ids"], batch["attention_mask"])
+        labels = labels_of(batch)  # (B, T): answer tokens only for question/answer examples
         loss = token_nll(logits, labels)
         return loss, {}

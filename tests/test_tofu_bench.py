@@ -1,0 +1,147 @@
+"""`obliviate bench tofu` end to end on the tiny model, and the question/answer run it is built on."""
+
+import json
+
+import pytest
+
+from obliviate.cli import main
+from obliviate.config import from_dict
+from obliviate.losses import IGNORE_INDEX
+
+NAMES = ["Zorblax Quint", "Mirela Todd", "Osric Vane", "Pella Ruiz"]
+
+
+def _pairs(author: int) -> list[dict]:
+    name = NAMES[author]
+    return [{"question": f"What is fact {i} about {name}?", "answer": f"{name} wrote book {i} in year {1900 + i}."}
+            for i in range(20)]
+
+
+def write_tiny_tofu(root) -> None:
+    """A TOFU-shaped data folder: 4 authors of 20 pairs (the last is forget01), perturbed sets, holdout."""
+    folder = root / "tofu"
+    folder.mkdir(parents=True)
+    full = [p for a in range(4) for p in _pairs(a)]
+    # full and retain99: several JSON arrays, one per line, as in the shared copy
+    (folder / "full.json").write_text(json.dumps(full[:40]) + "\n" + json.dumps(full[40:]) + "\n")
+    (folder / "retain99.json").write_text(json.dumps(full[:60]) + "\n")
+    (folder / "forget01.json").write_text(json.dumps([{"prompt": p["question"], "response": p["answer"]}
+                                                      for p in full[60:]]))
+
+    def perturbed(pairs):
+        return [{**p, "paraphrased_answer": p["answer"].replace("wrote", "authored"),
+                 "perturbed_answer": str([p["answer"].replace("book", n) for n in ("poem", "play", "essay")])}
+                for p in pairs]
+
+    (folder / "forget01_perturbed.json").write_text(json.dumps(perturbed(full[60:])))
+    (folder / "retain_perturbed.json").write_text(json.dumps(perturbed(full[:20:2] + full[20:40:2])))
+    facts = [{"question": f"What colour is thing {i}?", "answer": "red", "perturbed_answer": "['blue', 'green']"}
+             for i in range(6)]
+    (folder / "real_authors_perturbed.json").write_text(json.dumps(facts))
+    (folder / "world_facts_perturbed.json").write_text(json.dumps(facts))
+    (folder / "holdout01.json").write_text(json.dumps(
+        [{"question": f"Who is person {i}?", "answer": f"Person {i} is a baker in town {i}."} for i in range(20)]))
+
+
+@pytest.fixture
+def tiny_tofu(tmp_path):
+    write_tiny_tofu(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_qa_example_labels_only_the_answer(tiny_tokenizer):
+    from obliviate.qa_run import qa_example
+
+    example = qa_example(tiny_tokenizer, "Who?", "Me.", "Question: {question}\nAnswer:")
+    prompt = tiny_tokenizer("Question: Who?\nAnswer:")["input_ids"]
+    answer = tiny_tokenizer(" Me.", add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
+    assert example["input_ids"] == prompt + answer
+    # position t predicts token t + 1: the last prompt position predicts the first answer token
+    assert example["labels"] == [IGNORE_INDEX] * (len(prompt) - 1) + answer + [IGNORE_INDEX]
+
+
+def test_answer_only_loss_ignores_the_question(tiny_model, tiny_tokenizer):
+    """The fine-tuning loss of a QA example equals the NLL of its answer tokens alone."""
+    import torch
+
+    from obliviate.methods import FineTune
+    from obliviate.qa_run import qa_example
+    from obliviate.train import pad_collate
+
+    example = qa_example(tiny_tokenizer, "Who wrote it?", "A writer.", "Question: {question}\nAnswer:")
+    batch = pad_collate([example], tiny_tokenizer.pad_token_id)
+    loss, _ = FineTune().loss(tiny_model, batch)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=batch["input_ids"]).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    positions = [t for t, label in enumerate(example["labels"]) if label != IGNORE_INDEX]
+    expected = -torch.stack([logp[t, example["labels"][t]] for t in positions]).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_qa_run_refuses_bad_settings_before_work(tmp_path, tiny_model_dir):
+    from obliviate.errors import ConfigError
+    from obliviate.qa_run import QARun, QARunConfig
+
+    with pytest.raises(ConfigError, match="needs question/answer files to learn"):
+        QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir)}), tmp_path / "a")
+    with pytest.raises(ConfigError, match="needs retain"):
+        QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir), "method": "grad_diff", "forget": ["x"]}),
+              tmp_path / "b")
+    with pytest.raises(ConfigError, match="unknown method"):
+        QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir), "method": "nope", "forget": ["x"]}), tmp_path / "c")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cpu_preset_subset_is_the_same_for_target_and_gold(tiny_tofu, tmp_path):
+    from obliviate.tofu_bench import build_sets, make_config
+
+    config = make_config("cpu", {"data_dir": str(tiny_tofu), "retain_authors": 2})
+    sets = build_sets(config, tmp_path / "bench")
+    assert sets["retain_authors"] == [0, 1]
+    read = lambda p: [json.loads(line)["question"] for line in open(p)]  # noqa: E731
+    retain, target, forget = (read(sets["train"][k]) for k in ("retain", "target", "forget"))
+    assert target == forget + retain and len(forget) == 20 and len(retain) == 40
+    assert not set(forget) & set(retain)
+    # retain evaluation only on authors both models learnt
+    assert all(any(n in qa.question for n in NAMES[:2]) for qa in sets["eval"]["retain"])
+
+
+def test_bench_tofu_end_to_end(tiny_tofu, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "tofu", "--preset", "cpu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu),
+            "--methods", "grad_diff,npo,whp", "--out", str(out), "--set", "finetune.epochs=1",
+            "--set", "unlearn.max_steps=2", "--set", "whp.reinforce.epochs=1", "--set", "eval.max_new_tokens=8",
+            "--set", "eval.limit=6", "--set", "whp.top_k_terms=10"]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["target", "gold", "grad_diff", "npo", "whp"]
+    by_name = {r["model"]: r for r in rows}
+    assert by_name["gold"]["forget_quality"] == pytest.approx(1.0)  # the gold model against itself
+    for row in rows:
+        assert 0 <= row["forget_quality"] <= 1 and 0 <= row["model_utility"] <= 1
+    # every training run is an ordinary run folder with a manifest
+    for folder in ("target", "gold", "unlearn/grad_diff", "unlearn/npo", "whp"):
+        assert json.loads((out / folder / "manifest.json").read_text())["complete"]
+    table = (out / "results.md").read_text()
+    assert table.index("| target |") < table.index("| gold |") < table.index("| grad_diff |")
+    assert "<img" in (out / "report.html").read_text()
+    # a second run reuses every folder and evaluation, and gives identical numbers
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "[train] ..." not in err and "reused" in err
+    assert json.loads((out / "results.json").read_text())["rows"] == [
+        {**r, "eval_seconds": r["eval_seconds"]} for r in rows]
+
+
+def test_bench_tofu_bad_input_is_one_line(tmp_path, tiny_model_dir, capsys):
+    assert main(["bench", "tofu", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: TOFU data not found") and len(err.strip().splitlines()) == 1
+    assert main(["bench", "tofu", "--methods", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["bench", "tofu", "--set", "unlearn.learning_rate=-1", "--out", str(tmp_path / "o")]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
