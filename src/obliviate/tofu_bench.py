@@ -228,8 +228,11 @@ def unlearn(config: TofuBenchConfig, out: Path, method: str, target: Path, files
     from obliviate.methods import UNLEARNING_METHODS
 
     retain = [files["retain"]] if UNLEARNING_METHODS[method] != "unused" else []
+    settings = dict(config.method_settings.get(method, {}))
+    if method == "probe_direction" and config.data_dir:  # its probes train on the data folder's toxicity sets
+        settings.setdefault("data_dir", config.data_dir)
     return _qa_run(out / "unlearn" / method, model=str(target), method=method,
-                   method_settings=config.method_settings.get(method, {}), forget=[files["forget"]], retain=retain,
+                   method_settings=settings, forget=[files["forget"]], retain=retain,
                    train=to_dict(config.unlearn), trust_remote_code=config.trust_remote_code)
 
 
