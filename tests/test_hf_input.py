@@ -208,3 +208,59 @@ def test_hub_split_reads_through_load_dataset_and_hashes_by_fingerprint(monkeypa
 def test_record_text_names_available_fields():
     with pytest.raises(DataError, match=r"'x' has no string field 'prompt' \(fields: question, answer\)"):
         record_text(dict(ROWS[0]), "prompt,response", "'x'")
+
+
+def test_run_settings_keep_hub_ids_as_written():
+    from obliviate.corpus import CorpusConfig
+    from obliviate.pipeline import normalize_paths
+
+    config = normalize_paths(CorpusConfig(sources=["hf:locuslab/TOFU:forget01", "forget.parquet"]), ("sources",))
+    assert config.sources[0] == "hf:locuslab/TOFU:forget01" and Path(config.sources[1]).is_absolute()
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    import os
+
+    from obliviate.cli import main
+
+    os.environ["OBLIVIATE_PROGRESS"] = "0"
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_unlearn_trains_on_a_parquet_forget_file(tiny_model_dir, tmp_path, capsys):
+    from conftest import TINY_TEXT
+
+    rows = [{"prompt": line[:40], "response": line[40:]} for line in TINY_TEXT.split("\n")[:2] * 3]
+    forget = _write(tmp_path / "forget01.parquet", rows)
+    out = tmp_path / "run"
+    code, _, err = _cli(["unlearn", "--model", str(tiny_model_dir), "--method", "gradient_ascent",
+                         "--forget", str(forget), "--text-field", "prompt,response", "--context-length", "16",
+                         "--set", "train.max_steps=1", "--out", str(out)], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["inputs"]["forget_sha256"] == corpus_hash(str(forget))
+
+
+@pytest.mark.parametrize("forget, words", [
+    ("hf:locuslab/TOFU:forget01", "cannot reach the Hugging Face hub"),
+    ("forget.parquet", "no string field 'text'"),
+    ("bad.parquet", "not a readable Parquet file"),
+])
+def test_unlearn_refuses_bad_record_input_in_one_line(forget, words, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    _write(tmp_path / "forget.parquet", ROWS)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    source = forget if forget.startswith("hf:") else str(tmp_path / forget)
+    out = tmp_path / "run"
+    code, _, err = _cli(["unlearn", "--model", str(tiny_model_dir), "--method", "gradient_ascent",
+                         "--forget", source, "--context-length", "16", "--out", str(out)], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code not in (0, None) and "Traceback" not in err and len(errors) == 1, err
+    assert words in errors[0] and not out.exists()

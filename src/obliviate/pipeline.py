@@ -37,8 +37,12 @@ def say(message: str) -> None:
 
 def _absolute(value: str, model: bool) -> str:
     """A local path made absolute. A model setting may also be an embedded name or a hub id: it is
-    made absolute only when it names an existing local path."""
+    made absolute only when it names an existing local path; a hub dataset id (``hf:...``) stays."""
+    from obliviate.records import is_hub_id
+
     text = str(value)
+    if is_hub_id(text):
+        return text
     path = Path(text).expanduser()
     if model and not path.exists():
         return text
