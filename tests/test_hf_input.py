@@ -264,3 +264,30 @@ def test_unlearn_refuses_bad_record_input_in_one_line(forget, words, tiny_model_
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code not in (0, None) and "Traceback" not in err and len(errors) == 1, err
     assert words in errors[0] and not out.exists()
+
+
+def test_eval_qa_metric_on_wmdp_parquet_and_hub_id(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "wmdp-bio.parquet", WMDP)
+    suite = {"name": "wmdp", "metrics": [{"name": "bio", "type": "qa", "data": "wmdp-bio.parquet"}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    argv = ["eval", str(tiny_model_dir), "--suite", str(tmp_path / "suite.yaml"), "--data-dir", str(data)]
+    code, _, err = _cli([*argv, "--out", str(tmp_path / "eval")], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["evaluations"]
+    bio = next(iter(metrics.values()))["metrics"]["bio"]
+    assert bio["n"] == 2 and bio["details"]["chance"] == pytest.approx((1 / 4 + 1 / 2) / 2)
+
+    suite["metrics"][0]["data"] = "hf:cais/wmdp:wmdp-bio@test"
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    code, _, err = _cli([*argv, "--out", str(tmp_path / "eval_hub")], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code not in (0, None) and len(errors) == 1 and "cannot reach the Hugging Face hub" in errors[0], err
+    assert "'hf:cais/wmdp:wmdp-bio@test'" in errors[0] and not (tmp_path / "eval_hub").exists()
