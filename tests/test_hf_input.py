@@ -291,3 +291,14 @@ def test_eval_qa_metric_on_wmdp_parquet_and_hub_id(tiny_model_dir, tmp_path, cap
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code not in (0, None) and len(errors) == 1 and "cannot reach the Hugging Face hub" in errors[0], err
     assert "'hf:cais/wmdp:wmdp-bio@test'" in errors[0] and not (tmp_path / "eval_hub").exists()
+
+
+def test_a_save_to_disk_folder_is_a_corpus_without_its_metadata(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list([{"text": f"document {i}"} for i in range(5)]).save_to_disk(
+        str(tmp_path / "saved"), num_shards=2)
+    (tmp_path / "saved" / "cache-0123.arrow").write_bytes(b"a processed copy")
+    assert [p.name for p in expand_sources(str(tmp_path / "saved"))] == ["data-00000-of-00002.arrow",
+                                                                         "data-00001-of-00002.arrow"]
+    assert read_corpus(str(tmp_path / "saved")) == [f"document {i}" for i in range(5)]

@@ -24,6 +24,16 @@ MIN_BLOCK = 16  # shortest block kept (tokens)
 TEXT_SUFFIXES = {".txt", ".md", ".text", ""}
 JSONL_SUFFIXES = {".jsonl", ".json"}
 Source = Path | HubSource  # a local file, or a split of a hub dataset
+# the metadata `datasets` writes next to its Arrow files (save_to_disk, cache): never corpus text
+DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
+
+
+def _in_folder(path: Path) -> bool:
+    """Whether a file found in a corpus folder is read: text and record files, not `datasets` metadata
+    or its processed `cache-*.arrow` copies."""
+    name = path.name
+    return (path.is_file() and not name.startswith(".") and path.suffix.lower() in TEXT_SUFFIXES | RECORD_SUFFIXES
+            and name not in DATASETS_METADATA and not (name.startswith("cache-") and name.endswith(".arrow")))
 
 
 def clean_text(text: str) -> str:
@@ -39,8 +49,9 @@ def clean_text(text: str) -> str:
 
 
 def expand_sources(sources: list[str] | str) -> list[Source]:
-    """Files named by paths, folders (recursively: .txt/.md/.json/.jsonl/.parquet/.arrow) and glob
-    patterns, sorted; a hub id (`hf:owner/name[:config][@split]`) stands for itself."""
+    """Files named by paths, folders (recursively: .txt/.md/.json/.jsonl/.parquet/.arrow, so a
+    `Dataset.save_to_disk` folder too, without its metadata) and glob patterns, sorted; a hub id
+    (`hf:owner/name[:config][@split]`) stands for itself."""
     if isinstance(sources, (str, Path, HubSource)):
         sources = [sources]
     files: list[Source] = []
@@ -60,8 +71,7 @@ def expand_sources(sources: list[str] | str) -> list[Source]:
             files.extend(matched)
         elif path.is_dir():
             try:
-                found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                               and p.suffix.lower() in TEXT_SUFFIXES | RECORD_SUFFIXES)
+                found = sorted(p for p in path.rglob("*") if _in_folder(p))
             except OSError as exc:
                 raise DataError(f"cannot list folder '{shown}' ({exc.strerror or exc}): check its permissions") from exc
             if not found:
