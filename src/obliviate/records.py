@@ -40,10 +40,6 @@ class HubSource:
     def spec(self) -> str:
         return f"{HUB_PREFIX}{self.repo}{':' + self.config if self.config else ''}@{self.split}"
 
-    @property
-    def name(self) -> str:  # stands in for a file name in messages and hashes
-        return self.spec
-
     def __str__(self) -> str:
         return self.spec
 

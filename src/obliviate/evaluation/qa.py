@@ -29,7 +29,7 @@ class QASpec:
     name: str
     type: str = "qa"
     group: str = "forget"  # forget: accuracy should fall to chance; retain: it should stay
-    data: str = ""  # two-choice trivia or multiple choice: JSONL, JSON, Parquet, Arrow or hf:owner/name[:config][@split]
+    data: str = ""  # two-choice or multiple-choice questions: JSONL, JSON, Parquet, Arrow or hf:owner/name[:config]
     template: str = DEFAULT_QA_TEMPLATE
     batch_size: int = 8  # sequences per forward pass
     limit: int | None = None
