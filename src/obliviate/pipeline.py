@@ -37,8 +37,12 @@ def say(message: str) -> None:
 
 def _absolute(value: str, model: bool) -> str:
     """A local path made absolute. A model setting may also be an embedded name or a hub id: it is
-    made absolute only when it names an existing local path."""
+    made absolute only when it names an existing local path; a hub dataset id (``hf:...``) stays."""
+    from obliviate.records import is_hub_id
+
     text = str(value)
+    if is_hub_id(text):
+        return text
     path = Path(text).expanduser()
     if model and not path.exists():
         return text
@@ -110,13 +114,12 @@ def eval_inputs(eval_config) -> dict[str, str]:
     """Inputs of the end-of-run evaluation: its settings and the content of its files."""
     import hashlib
 
-    from obliviate.corpus import expand_sources
-    from obliviate.hashing import file_sha256
+    from obliviate.corpus import expand_sources, source_sha256
 
     digest = hashlib.sha256()
     for path in _eval_files(eval_config):
         for f in expand_sources(path):
-            digest.update(file_sha256(f).encode())
+            digest.update(source_sha256(f).encode())
     return {"settings": settings_hash(dataclasses.asdict(eval_config)), "eval_files_sha256": digest.hexdigest()}
 
 

@@ -18,9 +18,11 @@ def add_unlearn_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (CLI options and --set override it)")
     p.add_argument("--model", help="model to unlearn from: embedded name (smollm2-135m), HF folder, .gguf or hub id")
     p.add_argument("--method", help=f"unlearning method: {', '.join(UNLEARNING_METHODS)}")
-    p.add_argument("--forget", action="append", help="text to forget: file, folder, glob or JSONL (repeatable)")
-    p.add_argument("--retain", action="append", help="text to keep: file, folder, glob or JSONL (repeatable)")
-    p.add_argument("--text-field", help="JSONL field holding the text, for forget and retain (default: text)")
+    p.add_argument("--forget", action="append", help="text to forget: file, folder, glob, JSON(L), Parquet, Arrow or "
+                   "hf:owner/name[:config][@split] (repeatable)")
+    p.add_argument("--retain", action="append", help="text to keep: same kinds as --forget (repeatable)")
+    p.add_argument("--text-field", help="record field holding the text, for forget and retain (default: text); "
+                   "question,answer joins fields by a newline; {question} {answer} makes a template")
     p.add_argument("--context-length", type=int, help="tokens per block, for forget and retain (default 256)")
     p.add_argument("--lora", action="store_true", default=None, help="train LoRA adapters instead of all weights")
     p.add_argument("--lora-save", choices=("adapter", "merged"),

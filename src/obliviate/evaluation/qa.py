@@ -29,7 +29,7 @@ class QASpec:
     name: str
     type: str = "qa"
     group: str = "forget"  # forget: accuracy should fall to chance; retain: it should stay
-    data: str = ""  # two-choice trivia or multiple-choice JSONL
+    data: str = ""  # two-choice or multiple-choice questions: JSONL, JSON, Parquet, Arrow or hf:owner/name[:config]
     template: str = DEFAULT_QA_TEMPLATE
     batch_size: int = 8  # sequences per forward pass
     limit: int | None = None
@@ -87,26 +87,31 @@ def _parse_qa_record(record: dict, where: str) -> QAItem:
 
 
 def load_qa_file(path) -> list[QAItem]:
-    """Read a JSONL file of questions (blank lines skipped); each line is in one of two formats.
+    """Read questions from a JSONL, JSON, Parquet or Arrow file or a hub split; each record is in one
+    of two formats.
 
     - two-choice trivia: `{"question", "true_answer", "false_answer"}` (choices = [true, false],
       answer = 0);
-    - multiple choice: `{"question", "choices": [str, ...], "answer": index}`.
+    - multiple choice: `{"question", "choices": [str, ...], "answer": index}` (WMDP's own format).
 
     Args:
-        path: the JSONL file.
+        path: the file (`.jsonl` and unknown suffixes are read as JSON Lines; `.json` may also be
+            arrays of objects), or a hub id `hf:owner/name[:config][@split]`.
 
     Returns:
-        One `QAItem` per line, in file order; other keys go to `meta`.
+        One `QAItem` per record, in file order; other keys go to `meta`.
 
     Raises:
-        DataError: the file is missing, unreadable or empty, or a line is malformed; the message
-            names the file and line.
+        DataError: the source is missing, unreadable or empty, or a record is malformed; the
+            message names the file and line (or row).
     """
-    path = Path(path)
-    items = []
-    for where, record in jsonl_objects(path, "QA file", '{"question": ..., "choices": [...], "answer": 0}'):
-        items.append(_parse_qa_record(record, where))
+    from obliviate.records import RECORD_SUFFIXES, is_hub_id, read_records
+
+    if is_hub_id(path) or Path(path).suffix.lower() in RECORD_SUFFIXES - {".jsonl"}:
+        records = read_records(path, "QA file")
+    else:
+        records = jsonl_objects(Path(path), "QA file", '{"question": ..., "choices": [...], "answer": 0}')
+    items = [_parse_qa_record(record, where) for where, record in records]
     if not items:
         raise DataError(f"QA file {path} holds no questions; add one JSON object per line.")
     return items
@@ -203,7 +208,10 @@ def qa_accuracy(
 
 def compute_qa(model, tokenizer, spec: QASpec, ctx: MetricContext) -> MetricResult:
     """Accuracy on the spec's questions: lower is better in the forget group, higher elsewhere."""
-    items = limit_items(load_qa_file(resolve_data_path(spec.data, ctx.data_dir)), spec.limit)
+    from obliviate.records import is_hub_id
+
+    source = spec.data if is_hub_id(spec.data) else resolve_data_path(spec.data, ctx.data_dir)
+    items = limit_items(load_qa_file(source), spec.limit)
     r = qa_accuracy(model, tokenizer, items, template=spec.template, batch_size=spec.batch_size,
                     progress=ctx.progress)
     details = {k: v for k, v in r.items() if k not in ("acc", "acc_stderr", "n", "per_item")}

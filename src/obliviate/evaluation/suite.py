@@ -68,10 +68,13 @@ def _data_files(spec) -> list[str]:
     return files
 
 
-def _source_files(path: str, data_dir: Path) -> list[Path] | None:
-    """The files a data path stands for (a file, or a texts folder or glob), None when there are none."""
+def _source_files(path: str, data_dir: Path) -> list | None:
+    """The files a data path stands for (a file, a texts folder or glob, or a hub split), None when there are none."""
     from obliviate.corpus import expand_sources
+    from obliviate.records import is_hub_id, parse_hub_id
 
+    if is_hub_id(path):
+        return [parse_hub_id(path)]
     resolved = resolve_data_path(path, data_dir)
     if resolved.is_file():
         return [resolved]
@@ -127,6 +130,8 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
             if missing or not spec.metrics:
                 raise ConfigError(f"{where}: relearning metric '{spec.name}' must name other metrics of the suite "
                                   f"to re-run (unknown: {', '.join(missing) or 'none given'})")
+    from obliviate.corpus import source_sha256
+
     data_dir = Path(data_dir) if data_dir else default_data_dir() or Path(".")
     files = {f: _source_files(f, data_dir) for s in specs for f in _data_files(s)}
     missing = [f for f, found in files.items() if not found]
@@ -140,7 +145,7 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
     for f in sorted(files):
         digest.update(f.encode())
         for file in files[f]:
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+            digest.update(bytes.fromhex(source_sha256(file)))
     return Suite(name=name, metrics=list(specs), path=path, data_dir=data_dir, sha256=digest.hexdigest())
 
 
