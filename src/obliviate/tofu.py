@@ -19,7 +19,7 @@ from obliviate.errors import ConfigError, DataError
 
 __all__ = [
     "PROMPT_TEMPLATE", "QUESTIONS_PER_AUTHOR", "SPLITS", "TofuQA", "TofuFiles", "prompt", "answer_continuation",
-    "read_records", "load_qa", "split_files", "author_of",
+    "read_records", "load_qa", "split_files", "author_of", "SET_NAMES", "load_sets",
 ]
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
@@ -176,3 +176,57 @@ def author_of(questions: list[str], full_records: list[dict]) -> list[int | None
     for index, record in enumerate(full_records):
         first_index.setdefault(record.get("question") or record.get("prompt"), index)
     return [None if q not in first_index else first_index[q] // QUESTIONS_PER_AUTHOR for q in questions]
+
+
+SET_NAMES = ("forget", "retain", "real_authors", "world_facts", "holdout")
+
+
+def load_sets(folder, split: str = "forget01", retain_authors: list[int] | None = None,
+              limit: int | None = None) -> dict[str, list[TofuQA]]:
+    """The five evaluation sets of a forget split, as TOFU / open-unlearning evaluate them.
+
+    ``forget``: ``forgetXX_perturbed.json``; ``retain``: ``retain_perturbed.json`` (the 400
+    questions of authors 0-19 of ``full.json``); ``real_authors`` / ``world_facts``: their ``*_perturbed.json``; ``holdout``:
+    ``holdoutXX.json`` (the non-members of the membership-inference attack). Forget and retain
+    items get their ``author`` from ``full.json`` when the folder has it.
+
+    Args:
+        folder: the TOFU folder.
+        split: one of :data:`SPLITS`.
+        retain_authors: keep only the retain items of these authors (None: all); needs ``full.json``.
+        limit: keep the first ``limit`` items of each set (None: all).
+
+    Raises:
+        ConfigError: unknown split, or ``limit`` below 1.
+        DataError: a file is missing or malformed, ``retain_authors`` without ``full.json``, or no
+            retain item left after the author filter.
+    """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    folder = Path(folder)
+    files = split_files(split)
+    sets = {
+        "forget": load_qa(folder / files.forget_perturbed),
+        "retain": load_qa(folder / "retain_perturbed.json"),
+        "real_authors": load_qa(folder / "real_authors_perturbed.json"),
+        "world_facts": load_qa(folder / "world_facts_perturbed.json"),
+        "holdout": load_qa(folder / files.holdout),
+    }
+    full_path = folder / "full.json"
+    if full_path.is_file():
+        full = read_records(full_path)
+        for name in ("forget", "retain"):
+            for item, author in zip(sets[name], author_of([i.question for i in sets[name]], full)):
+                item.author = author
+    elif retain_authors is not None:
+        raise DataError(f"retain_authors needs '{full_path}' to know each question's author; add full.json "
+                        "or drop retain_authors")
+    if retain_authors is not None:
+        wanted = set(retain_authors)
+        sets["retain"] = [item for item in sets["retain"] if item.author in wanted]
+        if not sets["retain"]:
+            raise DataError(f"no retain_perturbed question belongs to authors {sorted(wanted)}; "
+                            "retain_perturbed.json covers authors 0-19")
+    if limit is not None:
+        sets = {name: items[:limit] for name, items in sets.items()}
+    return sets
