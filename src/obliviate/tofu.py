@@ -186,8 +186,9 @@ def load_sets(folder, split: str = "forget01", retain_authors: list[int] | None 
     """The five evaluation sets of a forget split, as TOFU / open-unlearning evaluate them.
 
     ``forget``: ``forgetXX_perturbed.json``; ``retain``: ``retain_perturbed.json`` (the 400
-    questions of authors 0-19 of ``full.json``); ``real_authors`` / ``world_facts``: their ``*_perturbed.json``; ``holdout``:
-    ``holdoutXX.json`` (the non-members of the membership-inference attack). Forget and retain
+    questions of authors 0-19 of ``full.json``); ``real_authors`` / ``world_facts``: their
+    ``*_perturbed.json``; ``holdout``: ``holdoutXX.json`` (the non-members of the
+    membership-inference attack). Forget and retain
     items get their ``author`` from ``full.json`` when the folder has it.
 
     Args:
