@@ -222,7 +222,7 @@ def test_load_sets_on_a_tiny_folder(tmp_path):
     assert sets["forget"][0].perturbed_answers == ["The farmer went to the market.", "Harry went to the mill."]
     with pytest.raises(DataError, match="authors 0-19"):
         load_sets(folder, "forget01", retain_authors=[5])
-    with pytest.raises(DataError, match="holdout05.json"):
+    with pytest.raises(DataError, match="forget05_perturbed.json"):
         load_sets(folder, "forget05")
 
 

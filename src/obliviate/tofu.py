@@ -93,7 +93,8 @@ def read_records(path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read TOFU file '{path}' ({err}); check the path and --data-dir") from err
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise DataError(f"cannot read TOFU file '{path}' ({reason}); check the path and --data-dir") from err
     try:
         whole = json.loads(text)
         chunks = [whole]
