@@ -195,7 +195,7 @@ def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_toke
     generated = [name for name in _GENERATED_SETS if name in sets]
     questions = [prompt(item.question) for name in generated for item in sets[name]]
     answers = generate(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       progress=progress, desc="TOFU greedy answers") if questions else []
+                       progress=progress, desc="TOFU greedy answers", stop_strings=["\n"]) if questions else []
     generations = iter(_first_line(a[0]) for a in answers)
     matches = {}
     if "forget" in sets:
