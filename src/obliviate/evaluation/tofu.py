@@ -314,23 +314,44 @@ def raw_from_result(record: dict) -> dict:
     return {"settings": details["raw"]["settings"], "items": items, "mia_auc": details["raw"]["mia_auc"]}
 
 
-def _reference_scores(spec: TofuSpec, sets: dict, ctx: MetricContext) -> tuple[dict, str]:
-    """Raw scores of ``spec.reference_model``, cached by its weights and the questions."""
-    from obliviate.models import cache_root, load_model
-    from obliviate.runs import atomic_write_json
+def _reference_cache_file(weights: str, spec: TofuSpec, sets: dict):
+    from obliviate.models import cache_root
 
-    reference = load_model(spec.reference_model, device=ctx.device)  # safetensors when present; no remote code
-    settings = {"max_new_tokens": spec.max_new_tokens, "k": spec.k, "batch_size": spec.batch_size}
-    payload = {"weights": reference.weights_hash, "settings": settings, "prompt": PROMPT_TEMPLATE,
+    payload = {"weights": weights, "max_new_tokens": spec.max_new_tokens, "k": spec.k, "prompt": PROMPT_TEMPLATE,
                "sets": {name: [asdict(item) for item in items] for name, items in sets.items()}}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    cached = cache_root() / "tofu_reference" / f"{key}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text()), reference.weights_hash
+    return cache_root() / "tofu_reference" / f"{key}.json"
+
+
+def _reference_scores(spec: TofuSpec, sets: dict, ctx: MetricContext) -> tuple[dict, str]:
+    """Raw scores of ``spec.reference_model``, cached by its weights and the questions.
+
+    A local model's weights are hashed from its files, so a cached reference is not even loaded.
+    """
+    from obliviate.models import load_model, resolve_model_path, weights_hash
+    from obliviate.runs import atomic_write_json
+
+    known = weights_hash(resolve_model_path(spec.reference_model))
+    if known and (cached := _reference_cache_file(known, spec, sets)).is_file():
+        return json.loads(cached.read_text()), known
+    reference = load_model(spec.reference_model, device=ctx.device)  # safetensors when present; no remote code
     raw = tofu_scores(reference.model, reference.tokenizer, sets, max_new_tokens=spec.max_new_tokens,
                       batch_size=spec.batch_size, k=spec.k, progress=ctx.progress)
-    atomic_write_json(cached, raw)
-    return raw, reference.weights_hash
+    weights = reference.weights_hash
+    atomic_write_json(_reference_cache_file(weights, spec, sets), raw)
+    del reference  # two models on one GPU only as long as needed
+    _free_accelerator_memory()
+    return raw, weights
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def compute_tofu(model, tokenizer, spec: TofuSpec, ctx: MetricContext) -> MetricResult:
