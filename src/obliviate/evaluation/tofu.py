@@ -154,8 +154,52 @@ def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_toke
         DataError: an empty set, or a forget / retain item without paraphrased and perturbed answers,
             or a real-authors / world-facts item without perturbed answers.
     """
-    from obliviate.scoring import continuation_greedy_matches, continuation_logprobs, generate
+    from obliviate.scoring import continuation_greedy_matches
 
+    _check_sets(sets, k)
+    logprobs = _answer_logprobs(model, tokenizer, sets, batch_size, progress)
+    generations = _greedy_answers(model, tokenizer, sets, max_new_tokens, batch_size, progress)
+    matches = []
+    if "forget" in sets:
+        matches = continuation_greedy_matches(
+            model, tokenizer, [(prompt(q.question), answer_continuation(q.answer)) for q in sets["forget"]],
+            batch_size=batch_size, progress=progress, desc="TOFU greedy matches")
+
+    items_out: dict[str, list[dict]] = {}
+    for name, items in sets.items():
+        rows = []
+        for i, item in enumerate(items):
+            answer_tokens = logprobs[(name, i, "answer", 0)]
+            answer_lp = _mean(answer_tokens)
+            row = {"question": item.question, "answer": item.answer, "author": item.author,
+                   "mean_logprob": answer_lp, "prob": math.exp(answer_lp)}
+            perturbed = [_mean(logprobs[(name, i, "perturbed", j)]) for j in range(len(item.perturbed_answers))]
+            if perturbed:
+                true_lp = answer_lp  # real authors / world facts: the answer itself, as TOFU
+                if item.paraphrased_answer:
+                    true_lp = row["paraphrased_mean_logprob"] = _mean(logprobs[(name, i, "paraphrased", 0)])
+                row["perturbed_mean_logprobs"] = perturbed
+                row["truth_ratio"] = truth_ratio(perturbed, true_lp)
+            if name in _OPTION_SETS:
+                row["option_prob"] = normalised_option_probability(row["prob"], [math.exp(x) for x in perturbed])
+            if name in generations:
+                row["generation"] = generations[name][i]
+                row["rouge_l_recall"] = rouge_l_recall(row["generation"], item.answer)
+            if name == "forget":
+                row["extraction_strength"] = extraction_strength(matches[i])
+            if name in ("forget", "holdout"):
+                row["min_k"] = min_k_percent(answer_tokens, k)
+            rows.append(row)
+        items_out[name] = rows
+
+    mia_auc = None
+    if "forget" in items_out and "holdout" in items_out:
+        mia_auc = roc_auc([r["min_k"] for r in items_out["forget"]], [r["min_k"] for r in items_out["holdout"]])
+    settings = {"max_new_tokens": max_new_tokens, "k": k, "prompt_template": PROMPT_TEMPLATE}
+    return {"settings": settings, "items": items_out, "mia_auc": mia_auc}
+
+
+def _check_sets(sets: dict[str, list[TofuQA]], k: float) -> None:
     unknown = sorted(set(sets) - set(SET_NAMES))
     if unknown:
         raise ConfigError(f"unknown TOFU set '{unknown[0]}': use some of {', '.join(SET_NAMES)}")
@@ -171,9 +215,15 @@ def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_toke
             if name in _OPTION_SETS and not item.perturbed_answers:
                 raise DataError(f"TOFU {name} item {index} ({item.question[:40]!r}) needs perturbed answers")
 
-    # One scoring pass over every (question, answer) pair: the answer, paraphrase, perturbed answers.
-    pairs: list[tuple[str, str]] = []
-    where: dict[tuple[str, int, str, int], int] = {}  # (set, item, kind, j) -> index in pairs
+
+def _answer_logprobs(model, tokenizer, sets: dict, batch_size: int, progress: bool) -> dict[tuple, list[float]]:
+    """Token log-probs of every answer, paraphrase and perturbed answer, in one scoring pass.
+
+    Keyed ``(set, item index, "answer" | "paraphrased" | "perturbed", perturbed index)``.
+    """
+    from obliviate.scoring import continuation_logprobs
+
+    keys, pairs = [], []
     for name, items in sets.items():
         for i, item in enumerate(items):
             answers = [("answer", 0, item.answer)]
@@ -181,60 +231,29 @@ def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_toke
                 answers.append(("paraphrased", 0, item.paraphrased_answer))
             answers += [("perturbed", j, text) for j, text in enumerate(item.perturbed_answers)]
             for kind, j, text in answers:
-                where[(name, i, kind, j)] = len(pairs)
+                keys.append((name, i, kind, j))
                 pairs.append((prompt(item.question), answer_continuation(text)))
-    logprobs = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, progress=progress,
-                                     desc="TOFU answers")
-    for (name, i, kind, j), index in where.items():
-        if not logprobs[index]:
-            raise DataError(f"TOFU {name} item {i}: its {kind} answer has no tokens")
+    scored = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, progress=progress,
+                                   desc="TOFU answers")
+    for key, token_logprobs in zip(keys, scored):
+        if not token_logprobs:
+            raise DataError(f"TOFU {key[0]} item {key[1]}: its {key[2]} answer has no tokens")
+    return dict(zip(keys, scored))
 
-    def mean_logprob(name: str, i: int, kind: str, j: int = 0) -> float:
-        return _mean(logprobs[where[(name, i, kind, j)]])
 
-    generated = [name for name in _GENERATED_SETS if name in sets]
-    questions = [prompt(item.question) for name in generated for item in sets[name]]
-    answers = generate(model, tokenizer, questions, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       progress=progress, desc="TOFU greedy answers", stop_strings=["\n"]) if questions else []
-    generations = iter(_first_line(a[0]) for a in answers)
-    matches = {}
-    if "forget" in sets:
-        forget_pairs = [(prompt(item.question), answer_continuation(item.answer)) for item in sets["forget"]]
-        matches = dict(enumerate(continuation_greedy_matches(model, tokenizer, forget_pairs, batch_size=batch_size,
-                                                             progress=progress, desc="TOFU greedy matches")))
+def _greedy_answers(model, tokenizer, sets: dict, max_new_tokens: int, batch_size: int,
+                    progress: bool) -> dict[str, list[str]]:
+    """Greedy answers of the generated sets, cut at the first newline and stripped, in one batch."""
+    from obliviate.scoring import generate
 
-    items_out: dict[str, list[dict]] = {}
-    for name, items in sets.items():
-        rows = []
-        for i, item in enumerate(items):
-            answer_lp = mean_logprob(name, i, "answer")
-            row = {"question": item.question, "answer": item.answer, "author": item.author,
-                   "mean_logprob": answer_lp, "prob": math.exp(answer_lp)}
-            perturbed = [mean_logprob(name, i, "perturbed", j) for j in range(len(item.perturbed_answers))]
-            if perturbed:
-                true_lp = mean_logprob(name, i, "paraphrased") if item.paraphrased_answer else answer_lp
-                if item.paraphrased_answer:
-                    row["paraphrased_mean_logprob"] = true_lp
-                row["perturbed_mean_logprobs"] = perturbed
-                row["truth_ratio"] = truth_ratio(perturbed, true_lp)
-            if name in _OPTION_SETS:
-                row["option_prob"] = normalised_option_probability(math.exp(answer_lp),
-                                                                   [math.exp(x) for x in perturbed])
-            if name in _GENERATED_SETS:
-                row["generation"] = next(generations)
-                row["rouge_l_recall"] = rouge_l_recall(row["generation"], item.answer)
-            if name == "forget":
-                row["extraction_strength"] = extraction_strength(matches[i])
-            if name in ("forget", "holdout"):
-                row["min_k"] = min_k_percent(logprobs[where[(name, i, "answer", 0)]], k)
-            rows.append(row)
-        items_out[name] = rows
-
-    mia_auc = None
-    if "forget" in items_out and "holdout" in items_out:
-        mia_auc = roc_auc([r["min_k"] for r in items_out["forget"]], [r["min_k"] for r in items_out["holdout"]])
-    settings = {"max_new_tokens": max_new_tokens, "k": k, "prompt_template": PROMPT_TEMPLATE}
-    return {"settings": settings, "items": items_out, "mia_auc": mia_auc}
+    names = [name for name in _GENERATED_SETS if name in sets]
+    prompts = [prompt(item.question) for name in names for item in sets[name]]
+    if not prompts:
+        return {}
+    texts = iter(_first_line(out[0]) for out in generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
+        desc="TOFU greedy answers", stop_strings=["\n"]))
+    return {name: [next(texts) for _ in sets[name]] for name in names}
 
 
 def _values(raw: dict, name: str, key: str) -> list[float] | None:
