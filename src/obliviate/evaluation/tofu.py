@@ -377,9 +377,10 @@ def compute_tofu(model, tokenizer, spec: TofuSpec, ctx: MetricContext) -> Metric
     """The TOFU metrics of one model, with one headline ``value`` (higher is better).
 
     The headline is model_utility for a retain / utility metric; for a forget metric it is
-    forget_quality with a reference model, else forget_truth_ratio. ``details`` holds the summary (every TOFU number),
-    ``raw`` (settings and MIA AUC) and the per-item numbers of every set as ``per_item`` rows with
-    a ``set`` key, from which :func:`raw_from_result` rebuilds the raw scores.
+    forget_quality with a reference model, else forget_truth_ratio. ``details`` holds the
+    summary (every TOFU number), ``raw`` (settings and MIA AUC), the reference model's own
+    summary, and the per-item numbers of every set as ``per_item`` rows with a ``set`` key, from
+    which :func:`raw_from_result` rebuilds the raw scores.
     """
     from obliviate.evaluation.data import resolve_data_path
 
