@@ -358,14 +358,10 @@ def test_eval_cli_refuses_missing_tofu_data_and_a_useless_reference(tiny_model_d
     assert "takes a reference model" in capsys.readouterr().err
 
 
-def test_generate_stops_at_a_stop_string(scored):
-    from obliviate.scoring import generate
 
-    model, tokenizer, _, _ = scored
-    prompts = ["Harry Potter went to", "The farmer walked to the"]
-    full = [texts[0] for texts in generate(model, tokenizer, prompts, max_new_tokens=12)]
-    stop = tokenizer.decode(tokenizer(full[0], add_special_tokens=False)["input_ids"][2:4])
-    cut = [texts[0] for texts in generate(model, tokenizer, prompts, max_new_tokens=12, stop_strings=[stop])]
-    for whole, short in zip(full, cut):
-        expected = whole[: whole.index(stop) + len(stop)] if stop in whole else whole
-        assert short == expected
+def test_the_answer_is_the_first_nonempty_line_of_a_generation():
+    from obliviate.evaluation.tofu import _answer_line
+
+    assert _answer_line(" Basil Mahfouz.\nQuestion: who?") == "Basil Mahfouz."
+    assert _answer_line("\n\n  The author is Basil.  \nQuestion: who?\nAnswer: x") == "The author is Basil."
+    assert _answer_line("\n \n") == "" and _answer_line("") == ""

@@ -389,7 +389,6 @@ def generate(
     progress: bool = False,
     add_special_tokens: bool = True,
     desc: str = "generating",
-    stop_strings: list[str] | None = None,
 ) -> list[list[str]]:
     """Batched generation with left padding; returns only the newly generated text.
 
@@ -415,8 +414,6 @@ def generate(
         add_special_tokens: pass False for prompts that already hold their special tokens (e.g.
             produced by `tokenizer.apply_chat_template(..., tokenize=False)`).
         desc: label of the progress bar.
-        stop_strings: a sequence also stops once its new text contains one of these (e.g. "\n");
-            the text up to and including the token that completed it is returned.
 
     Returns:
         For each prompt, a list of `num_return_sequences` decoded continuations
@@ -458,8 +455,6 @@ def generate(
         )
     if tokenizer.eos_token_id is not None and getattr(model.generation_config, "eos_token_id", None) is None:
         decoding["eos_token_id"] = tokenizer.eos_token_id
-    if stop_strings:
-        decoding.update(stop_strings=list(stop_strings), tokenizer=tokenizer)  # HF StopStringCriteria
 
     stop_ids = _stop_ids(model, tokenizer)
     results: list[list[str]] = [[] for _ in prompts]

@@ -86,7 +86,7 @@ class TofuSpec:
     folder: str = "tofu"  # the TOFU files, relative to the data folder
     retain_authors: list[int] | None = None  # keep only these authors' retain questions (None: all)
     limit: int | None = None  # at most this many items per set (quick runs)
-    max_new_tokens: int = 64  # greedy answer length for ROUGE (also stops at EOS or a newline)
+    max_new_tokens: int = 64  # greedy answer length for ROUGE (open-unlearning: 64); its first line is scored
     batch_size: int = 8  # sequences per forward pass / generate call
     k: float = 0.4  # Min-K% fraction of the membership attack (open-unlearning mia_min_k)
     reference_model: str | None = None  # the gold (retain-only) model: adds forget_quality and privleak
@@ -117,9 +117,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _first_line(text: str) -> str:
-    """A generated answer as TOFU scores it: up to the first newline, stripped."""
-    return text.split("\n", 1)[0].strip()
+def _answer_line(text: str) -> str:
+    """The answer in a generation: its first non-empty line, stripped.
+
+    A base model often starts its answer on a new line after "Answer:", then goes on with the next
+    "Question:"; a model fine-tuned on the template answers on the same line and ends with EOS.
+    (open-unlearning scores the whole generation up to EOS, stripped.)
+    """
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_tokens: int = 64, batch_size: int = 8,
@@ -131,8 +136,8 @@ def tofu_scores(model, tokenizer, sets: dict[str, list[TofuQA]], *, max_new_toke
     perturbed answer, and the ``truth_ratio`` (forget / retain: paraphrased vs perturbed; real
     authors / world facts: the answer itself vs the perturbed options, as TOFU). Real authors /
     world facts also get ``option_prob`` (metric_math.normalised_option_probability). The
-    forget, retain, real-author and world-fact questions are answered greedily (cut at EOS or
-    the first newline) and scored by ROUGE-L recall; forget items get their
+    forget, retain, real-author and world-fact questions are answered greedily (up to EOS or
+    ``max_new_tokens``; the first non-empty line is the answer) and scored by ROUGE-L recall; forget items get their
     ``extraction_strength``; forget and holdout items their Min-K% score (``min_k``), which give
     ``mia_auc`` (forget = positives).
 
@@ -243,16 +248,16 @@ def _answer_logprobs(model, tokenizer, sets: dict, batch_size: int, progress: bo
 
 def _greedy_answers(model, tokenizer, sets: dict, max_new_tokens: int, batch_size: int,
                     progress: bool) -> dict[str, list[str]]:
-    """Greedy answers of the generated sets, cut at the first newline and stripped, in one batch."""
+    """Greedy answers of the generated sets (:func:`_answer_line` of each), in one generate call."""
     from obliviate.scoring import generate
 
     names = [name for name in _GENERATED_SETS if name in sets]
     prompts = [prompt(item.question) for name in names for item in sets[name]]
     if not prompts:
         return {}
-    texts = iter(_first_line(out[0]) for out in generate(
+    texts = iter(_answer_line(out[0]) for out in generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-        desc="TOFU greedy answers", stop_strings=["\n"]))
+        desc="TOFU greedy answers"))
     return {name: [next(texts) for _ in sets[name]] for name in names}
 
 
