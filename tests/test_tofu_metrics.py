@@ -365,3 +365,14 @@ def test_the_answer_is_the_first_nonempty_line_of_a_generation():
     assert _answer_line(" Basil Mahfouz.\nQuestion: who?") == "Basil Mahfouz."
     assert _answer_line("\n\n  The author is Basil.  \nQuestion: who?\nAnswer: x") == "The author is Basil."
     assert _answer_line("\n \n") == "" and _answer_line("") == ""
+
+
+@needs_tofu
+@pytest.mark.parametrize("split", SPLITS)
+def test_builtin_tofu_suites_find_their_data(split):
+    from obliviate.evaluation.suite import load_suite
+
+    suite = load_suite(f"tofu_{split}", data_dir=TOFU_DIR.parent)
+    (spec,) = suite.metrics
+    assert (spec.type, spec.split, spec.reference_model) == ("tofu", split, None)
+    assert all((TOFU_DIR.parent / f).is_file() for f in spec.data_files())
