@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model (or run folder) on a suite: metrics.json + samples.jsonl")
     p.add_argument("model", help="embedded name, HF folder, run folder, .gguf file or hub id")
-    p.add_argument("--suite", required=True, help="suite YAML, or a built-in suite name (harry_potter, sherlock, tofu_forget01...)")
+    p.add_argument("--suite", required=True,
+                   help="suite YAML, or a built-in suite name (harry_potter, sherlock, tofu_forget01/05/10)")
     p.add_argument("--data-dir", help="folder the suite's data paths are relative to ($OBLIVIATE_DATA_DIR)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--label", help="name of this evaluation (default: the model folder's name)")
