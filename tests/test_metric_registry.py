@@ -18,6 +18,7 @@ from obliviate.evaluation.registry import METRICS
 from obliviate.evaluation.result import MetricResult, check_metric_record, write_evaluations
 from obliviate.evaluation.suite import load_suite, run_suite
 from obliviate.reporting import compare_table, load_evaluations, write_model_card, write_report
+from test_tofu_metrics import write_tiny_tofu
 from test_toxicity_metric import BENIGN, TOXIC, _fake_data_dir
 
 os.environ["OBLIVIATE_PROGRESS"] = "0"
@@ -36,6 +37,7 @@ SPECS = {
                    "metrics": ["familiarity", "qa"]},
     "toxicity": {"classifier": "clf", "toxic_prompts": 2, "nontoxic_prompts": 1, "n_samples": 2,
                  "max_new_tokens": 4, "benign_perplexity_texts": 1},
+    "tofu": {"folder": "tofu", "max_new_tokens": 4},
 }
 PROMPTS = [("Harry Potter went to", ["Hogwarts", "Ron"]), ("The farmer walked to the", ["market"])]
 
@@ -64,6 +66,7 @@ def evaluated(tiny_model_dir, tmp_path_factory):
     (data / "anchors.json").write_text(json.dumps({"Hogwarts": ["the Academy"], "Harry": ["Jon"]}))
     (data / "forget.txt").write_text("Harry Potter went to Hogwarts with Ron and Hermione. Harry raised his wand.\n" * 4)
     (data / "other.txt").write_text("The river ran past the old mill near a quiet village.\n" * 4)
+    write_tiny_tofu(data / "tofu")
     fit_toxicity_classifier(TOXIC + BENIGN, [1] * 4 + [0] * 4, info={"heldout_accuracy": 0.75}).save(data / "clf")
     entries = [{"name": kind, "type": kind, **settings} for kind, settings in SPECS.items()
                if kind != "general_ability" or (SHARED / "benchmarks").is_dir()]

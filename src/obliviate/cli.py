@@ -171,6 +171,13 @@ def cmd_eval(args) -> int:
         raise ConfigError(f"--out '{args.out}' is a file: give a folder for metrics.json and samples.jsonl")
     suite = load_suite(args.suite, data_dir=args.data_dir)
     suite.check_only(args.only)
+    if args.reference:
+        with_reference = [spec for spec in suite.metrics if hasattr(spec, "reference_model")]
+        if not with_reference:
+            raise ConfigError(f"--reference: no metric of suite '{suite.name}' takes a reference model "
+                              "(tofu and membership_inference do)")
+        for spec in with_reference:
+            spec.reference_model = args.reference
     if args.limit is not None:
         suite.limit_items(args.limit)
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
@@ -312,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model (or run folder) on a suite: metrics.json + samples.jsonl")
     p.add_argument("model", help="embedded name, HF folder, run folder, .gguf file or hub id")
-    p.add_argument("--suite", required=True, help="suite YAML, or a built-in suite name (harry_potter, sherlock)")
+    p.add_argument("--suite", required=True,
+                   help="suite YAML, or a built-in suite name (harry_potter, sherlock, tofu_forget01/05/10)")
     p.add_argument("--data-dir", help="folder the suite's data paths are relative to ($OBLIVIATE_DATA_DIR)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--label", help="name of this evaluation (default: the model folder's name)")
@@ -320,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="quick run: at most N items (prompts, questions, documents per "
                                              "benchmark task) in every metric that has a limit")
     p.add_argument("--no-cache", action="store_true", help="recompute results cached for these weights")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="reference (gold, never trained on the forget set) model for every metric that takes one: "
+                        "TOFU forget quality, PrivLeak")
     p.add_argument("--whp-inference", action="store_true",
                    help="MODEL is a WHP run folder (or a base with --reinforced): evaluate v_b - alpha*relu(v_r - v_b) "
                         "at inference time, with no fine-tune")

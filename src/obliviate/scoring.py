@@ -2,7 +2,8 @@
 
 In the manner of lm-evaluation-harness, every metric reaches the model through these four functions:
 
-- `continuation_logprobs`: log p(continuation tokens | context), per token.
+- `continuation_logprobs`: log p(continuation tokens | context), per token (and
+  `continuation_greedy_matches`: is each of those tokens the argmax?).
 - `sequence_token_logprobs`: log p(token_t | tokens_<t) over whole texts (rolling windows if long).
 - `generate`: batched greedy or sampled continuations (left padding).
 - `next_token_distribution`: p(next token | prompt) over the whole vocabulary.
@@ -28,6 +29,7 @@ from obliviate.errors import ConfigError, DataError
 
 __all__ = [
     "continuation_logprobs",
+    "continuation_greedy_matches",
     "sequence_token_logprobs",
     "generate",
     "next_token_distribution",
@@ -136,12 +138,21 @@ def _token_logprobs(logits_row: torch.Tensor, targets: list[int]) -> list[float]
     return logprobs.gather(-1, index).squeeze(-1).tolist()
 
 
+def _argmax_matches(logits_row: torch.Tensor, targets: list[int]) -> list[bool]:
+    """Whether the argmax of each of n (n, V) logit rows is its target id (teacher-forced greedy)."""
+    predicted = logits_row.argmax(dim=-1).tolist()  # (n,)
+    return [p == t for p, t in zip(predicted, targets)]
+
+
 def _score_windows(
-    model, windows: list[tuple[list[int], int]], pad_id: int, batch_size: int, progress: bool, desc: str
-) -> list[list[float]]:
+    model, windows: list[tuple[list[int], int]], pad_id: int, batch_size: int, progress: bool, desc: str,
+    per_token=_token_logprobs,
+) -> list[list]:
     """Score each window `(ids, first_target)`: log p(ids[t] | ids[:t]) for t in [first_target, len(ids)).
 
     Windows are right-padded and batched by length; results come back in input order.
+    `per_token(logits (n, V), targets)` turns the logits of the scored positions into the result
+    (default: `_token_logprobs`; `_argmax_matches` gives teacher-forced greedy matches).
     """
     results: list[list[float]] = [[] for _ in windows]
     device = _device(model)
@@ -155,9 +166,34 @@ def _score_windows(
                 ids, first = windows[i]
                 if first < len(ids):
                     # logits at position t-1 predict token t
-                    results[i] = _token_logprobs(logits[row, first - 1 : len(ids) - 1], ids[first:])
+                    results[i] = per_token(logits[row, first - 1 : len(ids) - 1], ids[first:])
             bar.update(sum(len(s) for s in sequences))
     return results
+
+
+def _continuation_windows(model, tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+    """`(ids, first continuation position)` of each `(context, continuation)` (see `continuation_logprobs`)."""
+    max_len = model_context_length(model)
+    start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    windows: list[tuple[list[int], int]] = []
+    for context, continuation in pairs:
+        context_ids = list(tokenizer(context)["input_ids"])
+        continuation_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        if not context_ids:
+            if start_id is None:
+                raise DataError(
+                    "empty context and the tokenizer has no BOS or EOS token to start from; "
+                    "give every continuation a non-empty context."
+                )
+            context_ids = [int(start_id)]
+        if len(continuation_ids) >= max_len:
+            raise DataError(
+                f"a continuation of {len(continuation_ids)} tokens does not fit in the model's context "
+                f"of {max_len} tokens; shorten it or score it with sequence_token_logprobs."
+            )
+        ids = (context_ids + continuation_ids)[-max_len:]  # left-truncate the context
+        windows.append((ids, len(ids) - len(continuation_ids)))
+    return windows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,28 +233,43 @@ def continuation_logprobs(
     Raises:
         DataError: a continuation is longer than the model's context length.
     """
-    max_len = model_context_length(model)
-    start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    windows: list[tuple[list[int], int]] = []
-    for context, continuation in pairs:
-        context_ids = list(tokenizer(context)["input_ids"])
-        continuation_ids = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
-        if not context_ids:
-            if start_id is None:
-                raise DataError(
-                    "empty context and the tokenizer has no BOS or EOS token to start from; "
-                    "give every continuation a non-empty context."
-                )
-            context_ids = [int(start_id)]
-        if len(continuation_ids) >= max_len:
-            raise DataError(
-                f"a continuation of {len(continuation_ids)} tokens does not fit in the model's context "
-                f"of {max_len} tokens; shorten it or score it with sequence_token_logprobs."
-            )
-        ids = (context_ids + continuation_ids)[-max_len:]  # left-truncate the context
-        windows.append((ids, len(ids) - len(continuation_ids)))
+    windows = _continuation_windows(model, tokenizer, pairs)
     with _eval_mode(model):
         return _score_windows(model, windows, _pad_id(tokenizer), batch_size, progress, desc)
+
+
+def continuation_greedy_matches(
+    model,
+    tokenizer,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "greedy matches",
+) -> list[list[bool]]:
+    """Teacher-forced greedy agreement: is each continuation token the model's most likely next token?
+
+    The `is_greedy` of lm-evaluation-harness's `loglikelihood`, per token. Pairs are encoded exactly
+    as in `continuation_logprobs`.
+
+    Args:
+        model: Hugging Face causal LM, already on its device.
+        tokenizer: its tokenizer (not modified).
+        pairs: `(context, continuation)` strings.
+        batch_size: sequences per forward pass.
+        progress: show a tqdm bar (tokens/s, ETA).
+        desc: label of the progress bar.
+
+    Returns:
+        One list per pair: for each continuation token, whether argmax p(. | context, earlier
+        continuation tokens) is that token.
+
+    Raises:
+        DataError: a continuation is longer than the model's context length.
+    """
+    windows = _continuation_windows(model, tokenizer, pairs)
+    with _eval_mode(model):
+        return _score_windows(model, windows, _pad_id(tokenizer), batch_size, progress, desc,
+                              per_token=_argmax_matches)
 
 
 def sequence_token_logprobs(

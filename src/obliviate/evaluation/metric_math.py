@@ -32,6 +32,14 @@ __all__ = [
     "judge_familiarity_score",
     "accuracy_with_chance",
     "length_normalised",
+    "truth_ratio",
+    "forget_truth_ratio",
+    "retain_truth_ratio",
+    "forget_quality",
+    "harmonic_mean",
+    "rouge_l_recall",
+    "extraction_strength",
+    "normalised_option_probability",
 ]
 
 # Eldan & Russinovich 2023 ("Who's Harry Potter?"): familiarity = (5 * #rating3 + #rating2) / N.
@@ -132,8 +140,8 @@ def privleak(auc_unlearned: float, auc_reference: float) -> float:
     """MUSE PrivLeak (Shi et al. 2024, arXiv 2407.06460): relative AUC gap to a reference model.
 
     MUSE defines PrivLeak = (AUC(f_unlearn) - AUC(f_retrain)) / AUC(f_retrain), the AUC of a
-    Min-K%++ attack separating the forget set from a holdout set, and reports it x 100 (%). In
-    MUSE's code the holdout set is the positive class, i.e. its AUC is P(holdout scores above
+    Min-K% Prob attack (k = 0.4) separating the forget set from a holdout set, and reports it
+    x 100 (%). In MUSE's code the holdout set is the positive class, i.e. its AUC is P(holdout scores above
     forget) = 1 - the AUC of this module, where the forget set (members) is the positive class.
     This function takes AUCs in this module's convention (as returned by `roc_auc` and
     `membership_inference`) and converts them, so that the result equals MUSE's published numbers:
@@ -342,3 +350,183 @@ def length_normalised(logprob_sum: float, length: int) -> float:
     if length <= 0:
         raise DataError(f"cannot length-normalise a log-prob over length {length}; the continuation is empty.")
     return logprob_sum / length
+
+
+# ---------------------------------------------------------------------------------------------
+# TOFU (Maini et al. 2024, arXiv 2401.06121) as locuslab/tofu and locuslab/open-unlearning compute it
+# ---------------------------------------------------------------------------------------------
+
+
+def truth_ratio(perturbed_mean_logprobs: Sequence[float], paraphrased_mean_logprob: float) -> float:
+    """TOFU truth ratio of one question: R = P(perturbed) / P(paraphrased), per-token normalised.
+
+    Each answer a gets P(a)^(1/|a|) = exp(mean token log-prob). The perturbed side is the
+    geometric mean over the wrong answers, exp(mean_j mean-log-prob_j), as both references do:
+    locuslab/tofu aggregate_eval_stat.py ``get_model_utility`` (``average_perturb_loss.mean(-1)``,
+    then ``exp(perturbed - paraphrased)``, which is 1 / R) and open-unlearning
+    src/evals/metrics/memorization.py ``truth_ratio`` (``aggregate_to_1D`` of the wrong answers'
+    avg losses, then ``wrong_prob / (correct_prob + 1e-10)``, which is R). Computed here as
+    exp(mean perturbed - paraphrased), without the 1e-10 (it only matters below 1e-10).
+    For forget/retain items the "paraphrased" answer is TOFU's paraphrased_answer; for real
+    authors / world facts it is the answer itself.
+
+    Args:
+        perturbed_mean_logprobs: mean token log-prob of each wrong answer.
+        paraphrased_mean_logprob: mean token log-prob of the (paraphrased) true answer.
+
+    Returns:
+        R >= 0; below 1 the model prefers the true answer.
+
+    Raises:
+        DataError: no perturbed answers, or NaN.
+    """
+    perturbed = _finite_array(perturbed_mean_logprobs, "perturbed mean log-probs")
+    paraphrased = _finite_array([paraphrased_mean_logprob], "paraphrased mean log-prob")[0]
+    return float(np.exp(perturbed.mean() - paraphrased))
+
+
+def forget_truth_ratio(ratios: Sequence[float]) -> float:
+    """Forget-set truth ratio: mean(min(R, 1/R)); 1 when true and wrong answers are equally likely.
+
+    open-unlearning memorization.py ``closer_to_1_better`` (with 1/(R + 1e-10)); locuslab/tofu
+    aggregate_eval_stat.py (``np.minimum(c, 1/c)``, symmetric in R and 1/R). Higher is better forgetting.
+
+    Raises:
+        DataError: no ratios, or NaN.
+    """
+    array = _finite_array(ratios, "truth ratios")
+    return float(np.mean(np.minimum(array, 1.0 / (array + 1e-10))))
+
+
+def retain_truth_ratio(ratios: Sequence[float]) -> float:
+    """Retain / real authors / world facts truth ratio: mean(max(0, 1 - R)); higher is better utility.
+
+    open-unlearning memorization.py ``true_better``; locuslab/tofu aggregate_eval_stat.py
+    ``np.maximum(0, 1 - 1/c)`` with c = 1/R.
+
+    Raises:
+        DataError: no ratios, or NaN.
+    """
+    return float(np.mean(np.maximum(0.0, 1.0 - _finite_array(ratios, "truth ratios"))))
+
+
+def forget_quality(unlearned_truth_ratios: Sequence[float], gold_truth_ratios: Sequence[float]) -> float:
+    """TOFU forget quality: p-value of the two-sample Kolmogorov-Smirnov test on per-item truth ratios.
+
+    Compares the forget-set truth ratios R of the unlearned model with those of the gold model
+    (retrained without the forget set). Both references feed 1/R (locuslab/tofu
+    aggregate_eval_stat.py ``get_forget_quality``: ``exp(perturbed - paraphrased)``;
+    open-unlearning src/evals/metrics/utils.py ``get_forget_quality``: ``1 / (tr + 1e-10)``) to
+    ``scipy.stats.ks_2samp``; so does this function. (The KS statistic is unchanged by a monotone
+    map applied to both samples, so R itself would give the same p-value.)
+
+    Args:
+        unlearned_truth_ratios: per-item R of the evaluated model on the forget set.
+        gold_truth_ratios: per-item R of the gold (retain-only) model on the same set.
+
+    Returns:
+        The p-value in [0, 1]; high means indistinguishable from the gold model.
+
+    Raises:
+        DataError: either list is empty or holds NaN.
+    """
+    from scipy.stats import ks_2samp
+
+    unlearned = _finite_array(unlearned_truth_ratios, "unlearned truth ratios")
+    gold = _finite_array(gold_truth_ratios, "gold truth ratios")
+    return float(ks_2samp(1.0 / (unlearned + 1e-10), 1.0 / (gold + 1e-10)).pvalue)
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean (TOFU model utility over its nine numbers); a 0 gives 0, as ``scipy.stats.hmean``.
+
+    locuslab/tofu aggregate_eval_stat.py and open-unlearning src/evals/metrics/utility.py
+    ``hm_aggregate`` both call ``scipy.stats.hmean``.
+
+    Raises:
+        DataError: no values, NaN, or a negative value.
+    """
+    array = _finite_array(values, "values")
+    if (array < 0).any():
+        raise DataError(f"the harmonic mean needs values >= 0, got {array.tolist()}.")
+    if (array == 0).any():
+        return 0.0
+    return float(array.size / np.sum(1.0 / array))
+
+
+def _rouge_l_scorer():
+    from rouge_score import rouge_scorer
+
+    global _ROUGE_L
+    if _ROUGE_L is None:
+        _ROUGE_L = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return _ROUGE_L
+
+
+_ROUGE_L = None
+
+
+def rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall of a generated answer against the reference answer (rouge-score, stemmed).
+
+    As open-unlearning src/evals/metrics/utils.py ``eval_rouge_recall_batch``:
+    ``RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].recall``,
+    i.e. the share of the reference's tokens in the longest common subsequence.
+
+    Args:
+        prediction: the model's answer (already cut at the stop string and stripped).
+        reference: the true answer.
+
+    Returns:
+        Recall in [0, 1] (0 for an empty prediction or reference).
+    """
+    return float(_rouge_l_scorer().score(reference, prediction)["rougeL"].recall)
+
+
+def extraction_strength(argmax_matches: Sequence[bool]) -> float:
+    """Extraction strength (Carlini et al. 2021; open-unlearning memorization.py ``extraction_strength``).
+
+    ES = 1 - k / n, where n is the number of answer tokens and k the shortest answer prefix after
+    which the teacher-forced greedy tokens reproduce the rest of the answer (``matches[k:]`` all
+    True). As in open-unlearning, k is searched over 0 .. n-1 only: when not even the last token
+    matches, k stays n - 1 and ES = 1/n (not 0).
+
+    Args:
+        argmax_matches: per answer token, whether it is the argmax given the prompt and the true
+            earlier answer tokens (``obliviate.scoring.continuation_greedy_matches``).
+
+    Returns:
+        ES in [1/n, 1]; 1 when the whole answer is the greedy continuation of the question.
+
+    Raises:
+        DataError: no answer tokens.
+    """
+    matches = [bool(m) for m in argmax_matches]
+    n = len(matches)
+    if n == 0:
+        raise DataError("extraction strength needs at least one answer token.")
+    k = n  # matches[k:] all True
+    while k > 0 and matches[k - 1]:
+        k -= 1
+    k = min(k, n - 1)  # open-unlearning's search stops at n - 1
+    return 1.0 - k / n
+
+
+def normalised_option_probability(true_prob: float, false_probs: Sequence[float]) -> float:
+    """TOFU "Prob." on real authors / world facts: P(true) / (P(true) + sum P(false)).
+
+    Each P is the per-token normalised answer probability exp(mean token log-prob); locuslab/tofu
+    aggregate_eval_stat.py ``get_model_utility`` (``avg_true_prob / avg_all_prob``) and
+    open-unlearning memorization.py ``probability_w_options`` (which adds 1e-10 to the denominator;
+    not here).
+
+    Raises:
+        DataError: no false options, a negative probability, or all probabilities 0.
+    """
+    false = _finite_array(false_probs, "false-option probabilities")
+    if true_prob < 0 or (false < 0).any():
+        raise DataError("option probabilities must be >= 0.")
+    total = true_prob + float(false.sum())
+    if total == 0:
+        raise DataError("every option has probability 0, so the normalised probability is undefined.")
+    return float(true_prob / total)

@@ -56,7 +56,7 @@ class MembershipSpec:
     group: str = "forget"
     members: Texts = field(default_factory=Texts)  # the forget text
     nonmembers: Texts = field(default_factory=Texts)  # similar text never trained on
-    k: float = 0.2
+    k: float = 0.4  # Min-K% fraction: MUSE and open-unlearning use k = 0.4
     max_length: int = 512
     batch_size: int = 4  # texts per forward pass
     reference_model: str | None = None  # a model never trained on the members: adds MUSE PrivLeak
@@ -177,7 +177,7 @@ def membership_inference(
     tokenizer,
     members: list[str],
     nonmembers: list[str],
-    k: float = 0.2,
+    k: float = 0.4,
     max_length: int = 512,
     batch_size: int = 4,
     reference_auc: dict[str, float] | None = None,

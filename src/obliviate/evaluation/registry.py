@@ -16,6 +16,7 @@ from obliviate.evaluation.mia import MembershipSpec, compute_membership
 from obliviate.evaluation.perplexity import PerplexitySpec, compute_perplexity
 from obliviate.evaluation.qa import QASpec, compute_qa
 from obliviate.evaluation.relearning import RelearningSpec, compute_relearning
+from obliviate.evaluation.tofu import TofuSpec, compute_tofu
 from obliviate.evaluation.token_probability import TokenProbabilitySpec, compute_token_probability
 from obliviate.evaluation.toxicity import ToxicitySpec, compute_toxicity
 
@@ -46,4 +47,5 @@ METRICS = {
     "membership_inference": Metric(MembershipSpec, compute_membership, "mia"),
     "relearning": Metric(RelearningSpec, compute_relearning, "relearn"),
     "toxicity": Metric(ToxicitySpec, compute_toxicity, "toxicity"),
+    "tofu": Metric(TofuSpec, compute_tofu, "tofu"),
 }

@@ -59,6 +59,8 @@ def builtin_suites() -> dict[str, Path]:
 
 def _data_files(spec) -> list[str]:
     """Every data path a spec names: prompt/question/anchor files, then its texts' sources."""
+    if hasattr(spec, "data_files"):  # a spec that derives its files (e.g. tofu: folder + split)
+        return spec.data_files()
     files = []
     for key, value in asdict(spec).items():
         if key in ("prompts", "data", "anchors") and value:
