@@ -121,11 +121,14 @@ def test_bench_tofu_end_to_end(tiny_tofu, tiny_model_dir, tmp_path, capsys):
     for row in rows:
         assert 0 <= row["forget_quality"] <= 1 and 0 <= row["model_utility"] <= 1
     # every training run is an ordinary run folder with a manifest
-    for folder in ("target", "gold", "unlearn/grad_diff", "unlearn/npo", "whp"):
+    for folder in ("target", "gold", "unlearn/grad_diff", "unlearn/npo", "whp_reinforced"):
         assert json.loads((out / folder / "manifest.json").read_text())["complete"]
+    whp = json.loads((out / "whp" / "state.json").read_text())["stages"]  # its quick eval is not TOFU's: not run
+    assert all(whp[s]["complete"] for s in ("reinforce", "labels", "finetune")) and "eval" not in whp
     table = (out / "results.md").read_text()
     assert table.index("| target |") < table.index("| gold |") < table.index("| grad_diff |")
     assert "<img" in (out / "report.html").read_text()
+    assert f"Command: `obliviate {' '.join(argv)}`" in table
     # a second run reuses every folder and evaluation, and gives identical numbers
     capsys.readouterr()
     assert main(argv) == 0

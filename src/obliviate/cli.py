@@ -247,7 +247,7 @@ def cmd_bench_tofu(args) -> int:
                          "retain_authors": args.retain_authors,
                          "trust_remote_code": True if args.trust_remote_code else None})
     config = make_config(args.preset, apply_overrides(options, args.set))
-    run_bench(config, args.out, command="obliviate " + " ".join(sys.argv[1:]))
+    run_bench(config, args.out, command="obliviate " + " ".join(args.argv))
     return 0
 
 
@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the records that quote it
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     try:
         return args.func(args)

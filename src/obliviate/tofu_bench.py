@@ -37,8 +37,6 @@ from obliviate.train import TrainConfig
 __all__ = ["TofuBenchConfig", "PRESETS", "run_bench", "AUTHOR_PAIRS"]
 
 AUTHOR_PAIRS = 20  # TOFU: author i owns pairs 20*i .. 20*i+19 of `full`
-RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-HOLDOUT_OF = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
 
 
 @dataclass
@@ -85,7 +83,9 @@ class TofuBenchConfig:
     trust_remote_code: bool = False
 
     def check(self) -> list[tuple[str, bool, str]]:
-        return [("split", self.split in RETAIN_OF, f"one of {', '.join(RETAIN_OF)}"),
+        from obliviate.tofu import SPLITS
+
+        return [("split", self.split in SPLITS, f"one of {', '.join(SPLITS)}"),
                 ("retain_authors", self.retain_authors is None or self.retain_authors >= 1, ">= 1 or null")]
 
 
@@ -154,13 +154,14 @@ def build_sets(config: TofuBenchConfig, out: Path) -> dict:
         ``{"train": {"target", "gold", "forget", "retain"}: paths, "eval": {set name: [TofuQA]},
         "retain_authors": [...]}``.
     """
-    from obliviate.tofu import load_qa, read_records
+    from obliviate.tofu import load_qa, load_sets, read_records, split_files
 
     folder = _tofu_dir(config)
     full = read_records(folder / "full.json")
     author = {r["question"]: i // AUTHOR_PAIRS for i, r in enumerate(full)}
-    forget = load_qa(folder / f"{config.split}.json")
-    retain = load_qa(folder / f"{RETAIN_OF[config.split]}.json")
+    files_of = split_files(config.split)
+    forget = load_qa(folder / files_of.forget)
+    retain = load_qa(folder / files_of.retain)
     retain_authors = sorted({author[qa.question] for qa in retain if qa.question in author})
     if config.retain_authors is not None:
         retain_authors = retain_authors[:config.retain_authors]
@@ -181,16 +182,9 @@ def build_sets(config: TofuBenchConfig, out: Path) -> dict:
         step = len(items) / limit
         return [items[int(i * step)] for i in range(limit)]
 
-    retain_eval = [qa for qa in load_qa(folder / "retain_perturbed.json") if author.get(qa.question) in keep]
-    if not retain_eval:
-        raise DataError(f"none of the retain authors learnt ({retain_authors[:3]}...) has questions in "
-                        "retain_perturbed.json: learn more authors (retain_authors)")
     limit = config.eval.limit
-    sets = {"forget": load_qa(folder / f"{config.split}_perturbed.json"),
-            "retain": spread(retain_eval, limit),
-            "real_authors": spread(load_qa(folder / "real_authors_perturbed.json"), limit),
-            "world_facts": spread(load_qa(folder / "world_facts_perturbed.json"), limit),
-            "holdout": spread(load_qa(folder / f"{HOLDOUT_OF[config.split]}.json"), limit)}
+    sets = {name: spread(items, limit) if name != "forget" else items
+            for name, items in load_sets(folder, config.split, retain_authors=retain_authors).items()}
     return {"train": {k: str(v) for k, v in files.items()}, "forget_text": str(data / "forget_text.jsonl"),
             "eval": sets, "retain_authors": retain_authors}
 
@@ -270,7 +264,7 @@ def evaluate(config: TofuBenchConfig, out: Path, name: str, model_dir: Path, set
     """TOFU's raw scores of one model, cached in ``eval/<name>.json`` by weights and settings."""
     from obliviate.evaluation.tofu import tofu_scores
     from obliviate.hashing import settings_hash
-    from obliviate.manifest import weights_hash
+    from obliviate.models import weights_hash
     from obliviate.models import load_model
     from obliviate.runs import atomic_write_json
 
@@ -322,7 +316,7 @@ def results_markdown(rows: list[dict], config: TofuBenchConfig, command: str) ->
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for row in rows:
         lines.append(f"| {row['model']} | " + " | ".join(_cell(row.get(k)) for k, _ in COLUMNS)
-                     + f" | {_cell(row.get('seconds'))} |")
+                     + f" | {row['seconds']:.0f} |")
     target = next(r for r in rows if r["model"] == "target")
     lines += ["", f"Split {config.split}; forget quality = KS-test p-value of the forget truth ratios against the gold "
               "model's (1.0: indistinguishable; above 0.05: not distinguishable at 5%); model utility = harmonic mean "
@@ -340,7 +334,7 @@ def _report(rows: list[dict], evaluations: dict, out: Path, markdown: str) -> No
     from obliviate.runs import atomic_write_text
 
     def ratios(name):
-        return sorted(evaluations[name]["raw"]["forget"]["truth_ratio"])
+        return sorted(item["truth_ratio"] for item in evaluations[name]["raw"]["items"]["forget"])
 
     gold = ratios("gold")
     names = [r["model"] for r in rows if r["model"] != "gold"]

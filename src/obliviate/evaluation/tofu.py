@@ -315,7 +315,8 @@ def tofu_summary(raw: dict, gold: dict | None = None) -> dict:
         summary["forget_quality"] = forget_quality(_values(raw, "forget", "truth_ratio"),
                                                    _values(gold, "forget", "truth_ratio"))
         if raw.get("mia_auc") is not None and gold.get("mia_auc") is not None:
-            summary["privleak"] = privleak(raw["mia_auc"], gold["mia_auc"])
+            # undefined (None) when the gold model itself separates forget from holdout perfectly
+            summary["privleak"] = privleak(raw["mia_auc"], gold["mia_auc"]) if gold["mia_auc"] < 1 else None
     return summary
 
 
