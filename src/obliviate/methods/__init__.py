@@ -23,6 +23,7 @@ from obliviate.methods.npo import NPO, NPOConfig
 from obliviate.methods.probe_direction import ProbeDirection, ProbeDirectionConfig
 from obliviate.methods.rmu import RMU, RMUConfig
 from obliviate.methods.simnpo import SimNPO, SimNPOConfig
+from obliviate.methods.undo import UndoConfig, UndoDistill
 from obliviate.methods.whp_distill import WHPDistill, WHPDistillConfig
 
 # name -> (method class, its config dataclass): the one registration of each method
@@ -38,6 +39,7 @@ METHODS = {
     "adaptive_rmu": (AdaptiveRMU, AdaptiveRMUConfig),
     "cosine_rmu": (CosineRMU, CosineRMUConfig),
     "probe_direction": (ProbeDirection, ProbeDirectionConfig),
+    "undo": (UndoDistill, UndoConfig),
 }
 
 # The facts every method class declares in its own body, and what they mean.
@@ -73,7 +75,8 @@ def make_method(name: str, settings: dict | None = None):
     from obliviate.errors import ConfigError
 
     if name not in UNLEARNING_METHODS:
-        hint = " (`finetune` and `whp` have their own commands)" if name in METHODS else ""
+        hint = " (`finetune` and `whp` have their own commands; `undo` is a stage: --set undo.enabled=true)" \
+            if name in METHODS else ""
         raise ConfigError(f"unknown unlearning method '{name}'{hint}: choose one of {', '.join(UNLEARNING_METHODS)}")
     method_class, config_class = METHODS[name]
     if settings and not dataclasses.fields(config_class):
@@ -132,5 +135,5 @@ __all__ = [
     "GradientAscent", "GradientAscentConfig", "GradDiff", "GradDiffConfig", "KLRetain", "KLRetainConfig",
     "NPO", "NPOConfig", "SimNPO", "SimNPOConfig",
     "RMU", "RMUConfig", "AdaptiveRMU", "AdaptiveRMUConfig", "CosineRMU", "CosineRMUConfig",
-    "ProbeDirection", "ProbeDirectionConfig",
+    "ProbeDirection", "ProbeDirectionConfig", "UndoDistill", "UndoConfig",
 ]
