@@ -175,7 +175,8 @@ def test_sam_refuses_fsdp_and_deepspeed_in_one_line():
         assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["gradient_ascent", "grad_diff", "kl_retain", "npo", "simnpo", "rmu"])
+@pytest.mark.parametrize("name", ["gradient_ascent", "grad_diff", "kl_retain", "npo", "simnpo", "rmu", "adaptive_rmu",
+                                  "cosine_rmu"])
 def test_split_methods_loss_is_forget_plus_retain_term(name, tiny_model, tiny_tokenizer):
     from obliviate.methods import make_method
     from obliviate.train import pad_collate

@@ -106,14 +106,21 @@ def method_reference(name: str) -> str:
     return f"{method_class.summary} ({paper.cite()}, {paper.url})"
 
 
+def sam_target(method_class) -> str:
+    """What sharpness-aware training (``train.sam_rho``) perturbs for a method: its ``forget_term`` where it
+    has one, else its whole loss (see :mod:`obliviate.sharpness`)."""
+    return "forget term" if hasattr(method_class, "forget_term") else "whole loss"
+
+
 def _markdown(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
 def methods_table() -> str:
     """The markdown table of every registered method, as ``docs/methods.md`` holds it (a test compares)."""
-    rows = ["| name | objective | settings (default) | retain text | frozen reference | reference |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| name | objective | settings (default) | retain text | frozen reference | `train.sam_rho` perturbs | "
+            "reference |",
+            "|---|---|---|---|---|---|---|"]
     for name, (method_class, config_class) in METHODS.items():
         objective = _markdown(" ".join(method_class.__doc__.strip().split("\n\n")[0].split()))  # first paragraph
         settings = ", ".join(f"{f.name} {'unset' if f.default is None else f.default}"
@@ -124,13 +131,13 @@ def methods_table() -> str:
             f"{'**our design** after ' if paper.our_design else ''}{paper.authors} {paper.year}, " \
             f"[arXiv {paper.arxiv}]({paper.url})"
         rows.append(f"| `{name}` | {objective} | {_markdown(settings)} | {method_class.retain_text} | "
-                    f"{'yes' if method_class.frozen_reference else 'no'} | {reference} |")
+                    f"{'yes' if method_class.frozen_reference else 'no'} | {sam_target(method_class)} | {reference} |")
     return "\n".join(rows)
 
 
 __all__ = [
     "METHODS", "FACTS", "RETAIN_USES", "UNLEARNING_METHODS", "make_method", "uses_retain",
-    "method_reference", "methods_table",
+    "method_reference", "methods_table", "sam_target",
     "FineTune", "FineTuneConfig", "WHPDistill", "WHPDistillConfig",
     "GradientAscent", "GradientAscentConfig", "GradDiff", "GradDiffConfig", "KLRetain", "KLRetainConfig",
     "NPO", "NPOConfig", "SimNPO", "SimNPOConfig",
