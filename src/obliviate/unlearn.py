@@ -284,6 +284,8 @@ class UnlearnRun(StagedRun):
         self.require("undo" if self.config.undo.enabled else "unlearn")
         c = self.config
         trained = {"forget": blocks["forget"].train, "retain": blocks["retain"].train if blocks["retain"] else []}
+        if blocks.get("general"):  # UNDO's distillation text: the student trained on it too
+            trained["general"] = blocks["general"].train
         metrics = evaluate_before_after(self.folder, {"base": c.model, "unlearned": self.unlearned_loader()}, c.eval,
                                         c.trust_remote_code, trained_blocks=trained)
         return {"output": "metrics.json", "metrics": metrics}
