@@ -175,6 +175,21 @@ def test_sam_refuses_fsdp_and_deepspeed_in_one_line():
         assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize("plan", ["FSDP", "DEEPSPEED"])
+def test_sam_under_a_sharded_launch_is_refused_before_any_work(plan, tiny_model_dir, texts, tmp_path, capsys,
+                                                               monkeypatch):
+    from obliviate.cli import main
+
+    monkeypatch.setenv(f"ACCELERATE_USE_{plan}", "true")
+    out = tmp_path / "run"
+    assert main(["unlearn", "--model", str(tiny_model_dir), "--method", "gradient_ascent", "--forget",
+                 str(texts / "forget.txt"), "--out", str(out), "--set", "train.sam_rho=0.1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: train.sam_rho (sharpness-aware unlearning) does not work under {plan}: it moves the whole weights "
+        "in place between two backward passes; set train.sam_rho=0, or launch with DDP or one process")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["gradient_ascent", "grad_diff", "kl_retain", "npo", "simnpo", "rmu", "adaptive_rmu",
                                   "cosine_rmu"])
 def test_split_methods_loss_is_forget_plus_retain_term(name, tiny_model, tiny_tokenizer):

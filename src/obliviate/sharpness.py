@@ -22,8 +22,14 @@ import torch
 from obliviate.errors import ConfigError
 
 
+def _refusal(setting: str, plan: str) -> ConfigError:
+    return ConfigError(f"{setting} (sharpness-aware unlearning) does not work under {plan}: it moves the whole "
+                       f"weights in place between two backward passes; set {setting}=0, or launch with DDP or one "
+                       "process")
+
+
 def check_sharpness_aware(accelerator) -> None:
-    """Refuse a sharded or DeepSpeed-owned model before any step.
+    """Refuse a sharded or DeepSpeed-owned model before any step (the training loop's own check).
 
     The perturbation moves the full trainable weights in place and restores them before the optimizer
     step; under FSDP each process holds only a shard (and the gradient norm would need every shard), and
@@ -35,9 +41,20 @@ def check_sharpness_aware(accelerator) -> None:
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ConfigError(f"train.sam_rho (sharpness-aware unlearning) does not work under "
-                          f"{accelerator.distributed_type.value}: it moves the whole weights in place between two "
-                          "backward passes; set train.sam_rho=0, or launch with DDP or one process")
+        raise _refusal("train.sam_rho", accelerator.distributed_type.value)
+
+
+def check_sam_launch(setting: str, rho: float) -> None:
+    """The same refusal from the launcher's environment, for a run to give before any work.
+
+    Raises:
+        ConfigError: ``setting`` (e.g. ``undo.train.sam_rho``) is on under an FSDP or DeepSpeed launch.
+    """
+    import os
+
+    for plan in ("FSDP", "DEEPSPEED"):
+        if rho and os.environ.get(f"ACCELERATE_USE_{plan}", "false").lower() == "true":
+            raise _refusal(setting, plan)
 
 
 def split_terms(method):

@@ -136,7 +136,11 @@ class UnlearnRun(StagedRun):
                 "optional" else ""
             raise ConfigError(f"method '{config.method}' needs retain text, the knowledge to keep: pass --retain FILE"
                               f"{hint}")
+        from obliviate.sharpness import check_sam_launch
+
+        check_sam_launch("train.sam_rho", config.train.sam_rho)
         if config.undo.enabled:
+            check_sam_launch("undo.train.sam_rho", config.undo.train.sam_rho)
             if not (config.retain.sources or config.undo.general):
                 raise ConfigError("undo.enabled needs text to distil on: pass --retain FILE or set undo.general "
                                   "(never the forget text)")
