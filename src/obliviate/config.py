@@ -186,9 +186,33 @@ def validate(config, where: str = "") -> None:
                               f"fix it in the config or with --set {prefix}{key}=...")
 
 
+# Field metadata of a setting added after run folders were written: left out of :func:`to_dict` while at its
+# default, so an older folder's config.yaml, identity and stage hashes stay those of the same run.
+ADDED_SETTING = {"omit_at_default": True}
+
+
 def to_dict(config) -> dict:
-    """The resolved config as plain data (for config.yaml and the manifest)."""
-    return dataclasses.asdict(config)
+    """The resolved config as plain data (for config.yaml and the manifest).
+
+    Settings marked :data:`ADDED_SETTING` (e.g. ``train.sam_rho``, ``undo``) are left out while
+    at their default: they are written only when a run uses them.
+    """
+    data = dataclasses.asdict(config)
+    _drop_added_defaults(config, data)
+    return data
+
+
+def _drop_added_defaults(config, data: dict) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("omit_at_default"):
+            default = f.default if f.default is not dataclasses.MISSING else \
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+            if value == default:
+                del data[f.name]
+                continue
+        if dataclasses.is_dataclass(value) and not isinstance(value, type) and isinstance(data.get(f.name), dict):
+            _drop_added_defaults(value, data[f.name])
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

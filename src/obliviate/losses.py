@@ -171,6 +171,27 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
     return _masked_mean(kl, mask)
 
 
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of the next-token distributions at temperature ``T``, mean over masked positions.
+
+    Args:
+        student_logits: (B, T, V) logits of the model being trained.
+        teacher_logits: (B, T, V) logits of the teacher (detached here).
+        mask: (B, T) 1 where the position counts (real tokens).
+        temperature: softens both distributions; the loss is scaled by ``T^2`` (Hinton et al. 2015) so its
+            gradient keeps the same size whatever ``T``.
+
+    Returns:
+        Scalar ``T^2 mean_t sum_v p_teacher (log p_teacher - log p_student)``, both at temperature ``T``.
+    """
+    # UNDO (Lee et al. 2025, arXiv 2506.06278) §4: distil the unlearned teacher's outputs into the noised student
+    teacher_logp = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    student_logp = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(dim=-1)  # (B, T)
+    return temperature ** 2 * _masked_mean(kl, mask)
+
+
 def kl_retain_loss(forget_nll: torch.Tensor, kl: torch.Tensor, gamma: float = 1.0,
                    alpha: float = 1.0) -> torch.Tensor:
     """Gradient ascent on the forget set plus a KL-to-reference penalty on the retain set.

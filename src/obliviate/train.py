@@ -27,9 +27,11 @@ from pathlib import Path
 
 import torch
 
+from obliviate.config import ADDED_SETTING
 from obliviate.errors import ConfigError, TrainingError
 from obliviate.losses import IGNORE_INDEX
 from obliviate.progress import token_bar
+from obliviate.sharpness import check_sharpness_aware, sharpness_aware_backward
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -57,6 +59,10 @@ class TrainConfig:
     # experiment trackers each logged step goes to, e.g. ["tensorboard"] (any of TRACKERS; empty = none);
     # logs go under the run folder's trackers/ (a setting that never makes a run a different run)
     report_to: list[str] = field(default_factory=list)
+    # sharpness-aware unlearning (Fan et al. 2025): each step's forget term is taken at the worst-case weight
+    # perturbation of this L2 radius (one extra forward/backward of the forget term per micro-batch; 0 = off);
+    # see obliviate.sharpness
+    sam_rho: float = field(default=0.0, metadata=ADDED_SETTING)
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Range rules (see :func:`obliviate.config.validate`)."""
@@ -70,7 +76,8 @@ class TrainConfig:
                 ("eval_every", self.eval_every >= 0, ">= 0"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
                 ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"),
                 ("report_to", all(name in TRACKERS for name in self.report_to),
-                 f"a list of trackers among {', '.join(TRACKERS)} (empty: none)")]
+                 f"a list of trackers among {', '.join(TRACKERS)} (empty: none)"),
+                ("sam_rho", self.sam_rho >= 0, ">= 0 (0 = no sharpness-aware step)")]
 
 
 def check_trackers(names) -> None:
@@ -246,6 +253,8 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     if not params:
         raise TrainingError(f"{desc}: the method selected no trainable parameter")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.sam_rho:
+        check_sharpness_aware(accelerator)
     model.train()
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if getattr(method, "reference", None) is not None:  # the frozen original of NPO, KL, the RMU family
@@ -289,9 +298,14 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch_index, batch in enumerate(batches, start=skip):
             with accelerator.accumulate(model):
-                loss, logs = method.loss(model, batch)
-                _check_finite(accelerator, loss, desc, step, bar)
-                accelerator.backward(loss)
+                if config.sam_rho:  # backward taken inside, at the perturbed weights (restored before the step)
+                    loss, logs = sharpness_aware_backward(accelerator, model, method, batch, params, config.sam_rho,
+                                                          check=lambda value: _check_finite(accelerator, value, desc,
+                                                                                            step, bar))
+                else:
+                    loss, logs = method.loss(model, batch)
+                    _check_finite(accelerator, loss, desc, step, bar)
+                    accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()

@@ -4,7 +4,12 @@ Two stages, each skipped when already complete:
 
 1. unlearn: pair forget blocks with retain blocks, train with the method (optionally through
    LoRA) and write ``model/`` atomically;
-2. eval: the quick before/after evaluation of the base and unlearned models (``metrics.json``).
+2. undo (only with ``undo.enabled``): UNDO, the unlearned model (then written to ``teacher/``)
+   distilled into a shrink-and-perturbed copy of itself on retain and general text, written to
+   ``model/`` (:mod:`obliviate.methods.undo`);
+3. eval: the quick before/after evaluation of the base and unlearned models (``metrics.json``).
+
+A run without UNDO has exactly the stages, files and stage inputs it had before UNDO existed.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from obliviate.config import to_dict
+from obliviate.config import ADDED_SETTING, to_dict
 from obliviate.corpus import Blocks, corpus_hash, make_blocks, read_corpus
 from obliviate.errors import ConfigError
 from obliviate.evaluation.summary import QuickEvalConfig, check_eval_inputs, evaluate_before_after
 from obliviate.lora import LoraSettings, apply_lora, is_adapter_dir, load_with_adapter, save_model
 from obliviate.manifest import file_hash
 from obliviate.methods import UNLEARNING_METHODS, make_method, uses_retain
+from obliviate.methods.undo import UndoConfig
 from obliviate.pipeline import StagedRun, check_context_length, eval_inputs
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import without_reporting_settings
@@ -29,6 +35,7 @@ from obliviate.train import TrainConfig, train
 from obliviate.corpus import CorpusConfig
 
 STAGES = ("unlearn", "eval")
+UNDO_STAGES = ("unlearn", "undo", "eval")  # with undo.enabled
 
 
 @dataclass
@@ -46,6 +53,8 @@ class UnlearnConfig:
     trust_remote_code: bool = False  # allow custom model code (only if you trust the source)
     seed: int = 0  # seeds the set-up (LoRA initialisation); data order is train.seed
     card: CardSettings = field(default_factory=CardSettings)  # the model card's license, languages, datasets
+    # UNDO after unlearning (--set undo.enabled=true); left out of config.yaml while off
+    undo: UndoConfig = field(default_factory=UndoConfig, metadata=ADDED_SETTING)
 
 
 def _say(message: str) -> None:
@@ -127,6 +136,15 @@ class UnlearnRun(StagedRun):
                 "optional" else ""
             raise ConfigError(f"method '{config.method}' needs retain text, the knowledge to keep: pass --retain FILE"
                               f"{hint}")
+        from obliviate.sharpness import check_sam_launch
+
+        check_sam_launch("train.sam_rho", config.train.sam_rho)
+        if config.undo.enabled:
+            check_sam_launch("undo.train.sam_rho", config.undo.train.sam_rho)
+            if not (config.retain.sources or config.undo.general):
+                raise ConfigError("undo.enabled needs text to distil on: pass --retain FILE or set undo.general "
+                                  "(never the forget text)")
+            self.STAGES, self.DISTRIBUTED, self.CHECKPOINTED = UNDO_STAGES, ("unlearn", "undo"), ("unlearn", "undo")
         if config.retain.sources and not self.uses_retain:
             warnings.warn(f"method '{config.method}' with these settings does not train on retain text: it is only "
                           "used to measure the retain NLL before and after", stacklevel=2)
@@ -141,6 +159,10 @@ class UnlearnRun(StagedRun):
                 continue
             out[part] = make_blocks(read_corpus(c.sources, c.text_field), self.tokenizer(), c.context_length,
                                     c.heldout_fraction, c.seed, max_blocks=c.max_blocks)
+        if self.config.undo.enabled and self.config.undo.general:  # UNDO's general text, cut as the retain text
+            c = self.config.retain
+            out["general"] = make_blocks(read_corpus(self.config.undo.general, c.text_field), self.tokenizer(),
+                                         c.context_length, c.heldout_fraction, c.seed, max_blocks=c.max_blocks)
         return out
 
     def prepare(self):
@@ -160,9 +182,13 @@ class UnlearnRun(StagedRun):
     def stage_inputs(self, stage: str, blocks) -> dict:
         c, section = self.config, without_reporting_settings(to_dict(self.config))
         if stage == "unlearn":
-            return {"settings": settings_hash({k: v for k, v in section.items() if k not in ("eval", "card")}),
+            return {"settings": settings_hash({k: v for k, v in section.items() if k not in ("eval", "card", "undo")}),
                     "base_model": path_signature(c.model), "forget_sha256": corpus_hash(c.forget.sources),
                     "retain_sha256": corpus_hash(c.retain.sources) if c.retain.sources else ""}
+        if stage == "undo":
+            return {"settings": settings_hash(section["undo"]),
+                    "retain_sha256": corpus_hash(c.retain.sources) if c.retain.sources else "",
+                    "general_sha256": corpus_hash(c.undo.general) if c.undo.general else ""}
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
 
     def manifest_facts(self) -> dict:
@@ -199,29 +225,71 @@ class UnlearnRun(StagedRun):
                        tracker_dir=self.tracker_dir)
         nll["forget_heldout_nll"]["after"] = mean_nll(model, forget.heldout, pad, c.train.batch_size)
         nll["retain_heldout_nll"]["after"] = mean_nll(model, retain_heldout, pad, c.train.batch_size)
-        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,
-                                                               state_dict=result.full_state))
-        path = self.folder.stage_path("model")
+        output = "teacher" if c.undo.enabled else "model"  # with UNDO, model/ is the distilled student
+        self.folder.save_model(output, lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,
+                                                              state_dict=result.full_state))
+        path = self.folder.stage_path(output)
         saved = "adapter" if is_adapter_dir(path) else "merged" if c.lora.enabled else "full"
         adapter_hash = file_hash(path / "adapter_model.safetensors") if saved == "adapter" else None
-        return {"output": "model", "saved": saved, "adapter_sha256": adapter_hash, "steps": result.steps,
+        return {"output": output, "saved": saved, "adapter_sha256": adapter_hash, "steps": result.steps,
                 "tokens": result.tokens, "tokens_per_s": round(result.tokens_per_s, 1),
                 "heldout_loss": result.heldout_loss, "method_resolved": getattr(self.method, "settings_used", {}),
                 "resumed_seconds": result.resumed_seconds,
                 **nll}
 
-    def unlearned_loader(self) -> Callable:
-        from obliviate.models import load_model
+    def _stage_undo(self, blocks) -> dict:
+        """UNDO: damage a copy of the unlearned model (``teacher/``) and distil the teacher into it (``model/``).
 
-        path, c = self.folder.stage_path("model"), self.config
-        if is_adapter_dir(path):
-            return lambda: load_with_adapter(c.model, path, device=_device(), trust_remote_code=c.trust_remote_code)
-        return lambda: load_model(str(path), device=_device(), trust_remote_code=c.trust_remote_code)
+        The student trains all its weights, with or without ``lora``: adapters cannot repair noise spread over
+        every weight. It is saved whole.
+        """
+        import copy
 
-    def _stage_eval(self, blocks) -> dict:
+        from obliviate.methods.undo import UndoDistill, damage
+        from obliviate.runs import training_device
+
         self.require("unlearn")
         c = self.config
+        teacher = self.unlearned_loader("teacher", device=training_device())()
+        pad = teacher.tokenizer.pad_token_id
+        text = [*(blocks["retain"].train if blocks["retain"] else []),
+                *(blocks["general"].train if blocks.get("general") else [])]
+        heldout = [*(blocks["retain"].heldout if blocks["retain"] else []),
+                   *(blocks["general"].heldout if blocks.get("general") else [])]
+        student = copy.deepcopy(teacher.model)
+        for p in student.parameters():
+            p.requires_grad_(True)
+        damage(student, c.undo)
+        method = UndoDistill(c.undo)
+        method.reference = teacher.model  # frozen and placed by the training loop
+        student.train()
+        before = mean_nll(student, heldout, pad, c.undo.train.batch_size)
+        result = train(student, method, [{"input_ids": b} for b in text], c.undo.train,
+                       heldout_examples=[{"input_ids": b} for b in heldout] or None, pad_id=pad, log=self.folder.log,
+                       checkpoint_dir=self.checkpoint_dir("undo"), desc="undo", tracker_dir=self.tracker_dir)
+        after = mean_nll(student, heldout, pad, c.undo.train.batch_size)
+        self.folder.save_model("model", lambda tmp: save_model(student, teacher.tokenizer, tmp, LoraSettings(),
+                                                               state_dict=result.full_state))
+        return {"output": "model", "saved": "full", "steps": result.steps, "tokens": result.tokens,
+                "tokens_per_s": round(result.tokens_per_s, 1), "distill_heldout_kl": result.heldout_loss,
+                "distill_text_heldout_nll": {"damaged": before, "distilled": after},
+                "resumed_seconds": result.resumed_seconds}
+
+    def unlearned_loader(self, output: str = "model", device: str | None = None) -> Callable:
+        from obliviate.models import load_model
+
+        device = device or _device()
+        path, c = self.folder.stage_path(output), self.config
+        if is_adapter_dir(path):
+            return lambda: load_with_adapter(c.model, path, device=device, trust_remote_code=c.trust_remote_code)
+        return lambda: load_model(str(path), device=device, trust_remote_code=c.trust_remote_code)
+
+    def _stage_eval(self, blocks) -> dict:
+        self.require("undo" if self.config.undo.enabled else "unlearn")
+        c = self.config
         trained = {"forget": blocks["forget"].train, "retain": blocks["retain"].train if blocks["retain"] else []}
+        if blocks.get("general"):  # UNDO's distillation text: the student trained on it too
+            trained["general"] = blocks["general"].train
         metrics = evaluate_before_after(self.folder, {"base": c.model, "unlearned": self.unlearned_loader()}, c.eval,
                                         c.trust_remote_code, trained_blocks=trained)
         return {"output": "metrics.json", "metrics": metrics}

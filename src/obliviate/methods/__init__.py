@@ -23,6 +23,7 @@ from obliviate.methods.npo import NPO, NPOConfig
 from obliviate.methods.probe_direction import ProbeDirection, ProbeDirectionConfig
 from obliviate.methods.rmu import RMU, RMUConfig
 from obliviate.methods.simnpo import SimNPO, SimNPOConfig
+from obliviate.methods.undo import UndoConfig, UndoDistill
 from obliviate.methods.whp_distill import WHPDistill, WHPDistillConfig
 
 # name -> (method class, its config dataclass): the one registration of each method
@@ -38,6 +39,7 @@ METHODS = {
     "adaptive_rmu": (AdaptiveRMU, AdaptiveRMUConfig),
     "cosine_rmu": (CosineRMU, CosineRMUConfig),
     "probe_direction": (ProbeDirection, ProbeDirectionConfig),
+    "undo": (UndoDistill, UndoConfig),
 }
 
 # The facts every method class declares in its own body, and what they mean.
@@ -73,7 +75,8 @@ def make_method(name: str, settings: dict | None = None):
     from obliviate.errors import ConfigError
 
     if name not in UNLEARNING_METHODS:
-        hint = " (`finetune` and `whp` have their own commands)" if name in METHODS else ""
+        hint = " (`finetune` and `whp` have their own commands; `undo` is a stage: --set undo.enabled=true)" \
+            if name in METHODS else ""
         raise ConfigError(f"unknown unlearning method '{name}'{hint}: choose one of {', '.join(UNLEARNING_METHODS)}")
     method_class, config_class = METHODS[name]
     if settings and not dataclasses.fields(config_class):
@@ -103,14 +106,21 @@ def method_reference(name: str) -> str:
     return f"{method_class.summary} ({paper.cite()}, {paper.url})"
 
 
+def sam_target(method_class) -> str:
+    """What sharpness-aware training (``train.sam_rho``) perturbs for a method: its ``forget_term`` where it
+    has one, else its whole loss (see :mod:`obliviate.sharpness`)."""
+    return "forget term" if hasattr(method_class, "forget_term") else "whole loss"
+
+
 def _markdown(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
 def methods_table() -> str:
     """The markdown table of every registered method, as ``docs/methods.md`` holds it (a test compares)."""
-    rows = ["| name | objective | settings (default) | retain text | frozen reference | reference |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| name | objective | settings (default) | retain text | frozen reference | `train.sam_rho` perturbs | "
+            "reference |",
+            "|---|---|---|---|---|---|---|"]
     for name, (method_class, config_class) in METHODS.items():
         objective = _markdown(" ".join(method_class.__doc__.strip().split("\n\n")[0].split()))  # first paragraph
         settings = ", ".join(f"{f.name} {'unset' if f.default is None else f.default}"
@@ -121,16 +131,16 @@ def methods_table() -> str:
             f"{'**our design** after ' if paper.our_design else ''}{paper.authors} {paper.year}, " \
             f"[arXiv {paper.arxiv}]({paper.url})"
         rows.append(f"| `{name}` | {objective} | {_markdown(settings)} | {method_class.retain_text} | "
-                    f"{'yes' if method_class.frozen_reference else 'no'} | {reference} |")
+                    f"{'yes' if method_class.frozen_reference else 'no'} | {sam_target(method_class)} | {reference} |")
     return "\n".join(rows)
 
 
 __all__ = [
     "METHODS", "FACTS", "RETAIN_USES", "UNLEARNING_METHODS", "make_method", "uses_retain",
-    "method_reference", "methods_table",
+    "method_reference", "methods_table", "sam_target",
     "FineTune", "FineTuneConfig", "WHPDistill", "WHPDistillConfig",
     "GradientAscent", "GradientAscentConfig", "GradDiff", "GradDiffConfig", "KLRetain", "KLRetainConfig",
     "NPO", "NPOConfig", "SimNPO", "SimNPOConfig",
     "RMU", "RMUConfig", "AdaptiveRMU", "AdaptiveRMUConfig", "CosineRMU", "CosineRMUConfig",
-    "ProbeDirection", "ProbeDirectionConfig",
+    "ProbeDirection", "ProbeDirectionConfig", "UndoDistill", "UndoConfig",
 ]

@@ -53,16 +53,26 @@ class AdaptiveRMU:
         """Resolve layer and parameters, freeze the rest, build the frozen model and the direction."""
         prepare_steering(self, model, tokenizer)
 
-    def loss(self, model, batch):
-        forget, retain = batch["forget"], batch["retain"]
+    def forget_term(self, model, batch):
+        """``MSE(h_forget, beta ||h_frozen(x)|| u)``: the part sharpness-aware training perturbs."""
+        forget = batch["forget"]
         h_forget = hidden_at(model, forget, self.layer)  # (B, T, H)
         with torch.no_grad():
             h_forget_frozen = hidden_at(self.reference, forget, self.layer)
-            h_retain_frozen = hidden_at(self.reference, retain, self.layer)
         coef = adaptive_rmu_coefficient(h_forget_frozen, forget["attention_mask"], self.config.beta)  # (B,)
         target = coef[:, None, None] * self.direction.to(h_forget.device)  # (B, 1, H)
         forget_loss = rmu_forget_loss(h_forget, target, forget["attention_mask"])
+        return forget_loss, {"forget_loss": forget_loss.detach(), "steering_coeff": coef.mean()}
+
+    def retain_term(self, model, batch):
+        """``alpha * MSE(h_retain, h_retain_frozen)``."""
+        retain = batch["retain"]
+        with torch.no_grad():
+            h_retain_frozen = hidden_at(self.reference, retain, self.layer)
         retain_loss = rmu_retain_loss(hidden_at(model, retain, self.layer), h_retain_frozen, retain["attention_mask"])
-        loss = forget_loss + self.config.alpha * retain_loss
-        return loss, {"forget_loss": forget_loss.detach(), "retain_loss": retain_loss.detach(),
-                      "steering_coeff": coef.mean()}
+        return self.config.alpha * retain_loss, {"retain_loss": retain_loss.detach()}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}

@@ -56,13 +56,23 @@ class CosineRMU:
         """Resolve layer and parameters, freeze the rest, build the frozen model and the direction."""
         prepare_steering(self, model, tokenizer)
 
-    def loss(self, model, batch):
-        forget, retain = batch["forget"], batch["retain"]
+    def forget_term(self, model, batch):
+        """``mean(1 - cos(h_forget, u))``: the part sharpness-aware training perturbs."""
+        forget = batch["forget"]
         h_forget = hidden_at(model, forget, self.layer)  # (B, T, H)
         forget_loss = cosine_forget_loss(h_forget, self.direction.to(h_forget.device), forget["attention_mask"])
+        return forget_loss, {"forget_loss": forget_loss.detach()}
+
+    def retain_term(self, model, batch):
+        """``alpha * retain(h_retain, h_retain_frozen)``."""
+        retain = batch["retain"]
         with torch.no_grad():
             h_frozen = hidden_at(self.reference, retain, self.layer)
         retain_loss = cosine_retain_loss(hidden_at(model, retain, self.layer), h_frozen, retain["attention_mask"],
                                          kind=self.config.retain_kind)
-        loss = forget_loss + self.config.alpha * retain_loss
-        return loss, {"forget_loss": forget_loss.detach(), "retain_loss": retain_loss.detach()}
+        return self.config.alpha * retain_loss, {"retain_loss": retain_loss.detach()}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}

@@ -33,8 +33,18 @@ class GradDiff:
     def __init__(self, config: GradDiffConfig | None = None):
         self.config = config or GradDiffConfig()
 
-    def loss(self, model, batch):
+    def forget_term(self, model, batch):
+        """``-gamma * NLL(forget)``: the part sharpness-aware training perturbs."""
         forget_nll = nll_of(model, batch["forget"])
+        return grad_diff_loss(forget_nll, forget_nll.new_zeros(()), self.config.gamma, 0.0), \
+            {"forget_nll": forget_nll.detach()}
+
+    def retain_term(self, model, batch):
+        """``alpha * NLL(retain)``."""
         retain_nll = nll_of(model, batch["retain"])
-        loss = grad_diff_loss(forget_nll, retain_nll, self.config.gamma, self.config.alpha)
-        return loss, {"forget_nll": forget_nll.detach(), "retain_nll": retain_nll.detach()}
+        return self.config.alpha * retain_nll, {"retain_nll": retain_nll.detach()}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}

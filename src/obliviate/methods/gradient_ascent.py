@@ -27,6 +27,10 @@ class GradientAscent:
     def __init__(self, config: GradientAscentConfig | None = None):
         self.config = config or GradientAscentConfig()
 
-    def loss(self, model, batch):
+    def forget_term(self, model, batch):
+        """The whole loss is the forget term (sharpness-aware training perturbs along it)."""
         forget_nll = nll_of(model, batch["forget"])
         return gradient_ascent_loss(forget_nll), {"forget_nll": forget_nll.detach()}
+
+    def loss(self, model, batch):
+        return self.forget_term(model, batch)

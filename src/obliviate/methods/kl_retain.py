@@ -40,13 +40,22 @@ class KLRetain:
     def prepare(self, model, tokenizer) -> None:
         self.reference = frozen_copy(model)
 
-    def loss(self, model, batch):
+    def forget_term(self, model, batch):
+        """``-gamma * NLL(forget)``: the part sharpness-aware training perturbs."""
         forget_nll = nll_of(model, batch["forget"])
+        return kl_retain_loss(forget_nll, forget_nll.new_zeros(()), self.config.gamma, 0.0), \
+            {"forget_nll": forget_nll.detach()}
+
+    def retain_term(self, model, batch):
+        """``alpha * KL(ref || model)`` on retain tokens."""
         retain = batch["retain"]
         logits, labels = logits_of(model, retain)  # (B, T, V)
         with torch.no_grad():
             ref_logits, _ = logits_of(self.reference, retain)
         kl = kl_to_reference(logits, ref_logits, retain["attention_mask"])
-        loss = kl_retain_loss(forget_nll, kl, self.config.gamma, self.config.alpha)
-        return loss, {"forget_nll": forget_nll.detach(), "retain_kl": kl.detach(),
-                      "retain_nll": token_nll(logits.detach(), labels)}
+        return self.config.alpha * kl, {"retain_kl": kl.detach(), "retain_nll": token_nll(logits.detach(), labels)}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}

@@ -69,7 +69,8 @@ class NPO:
         model.train(was_training)
         return out
 
-    def loss(self, model, batch):
+    def forget_term(self, model, batch):
+        """The NPO loss on forget text: the part sharpness-aware training perturbs."""
         forget = batch["forget"]
         logits, labels = logits_of(model, forget)  # (B, T, V)
         if "ref_logp" in forget:  # precomputed before training
@@ -80,9 +81,16 @@ class NPO:
         # sequence-summed log-probs, as in the paper's log pi(y|x)
         logp = sequence_logprob(logits, labels)  # (B,)
         loss = npo_loss(logp, ref_logp, self.config.beta)
-        logs = {"forget_npo": loss.detach(), "forget_log_ratio": (logp - ref_logp).detach().mean()}
-        if self.config.alpha > 0 and "retain" in batch:
-            retain_nll = nll_of(model, batch["retain"])
-            loss = loss + self.config.alpha * retain_nll
-            logs["retain_nll"] = retain_nll.detach()
-        return loss, logs
+        return loss, {"forget_npo": loss.detach(), "forget_log_ratio": (logp - ref_logp).detach().mean()}
+
+    def retain_term(self, model, batch):
+        """``alpha * NLL(retain)``; the number 0.0 without retain text or with alpha 0."""
+        if self.config.alpha == 0 or "retain" not in batch:
+            return 0.0, {}
+        retain_nll = nll_of(model, batch["retain"])
+        return self.config.alpha * retain_nll, {"retain_nll": retain_nll.detach()}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}

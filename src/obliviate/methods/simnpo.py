@@ -36,13 +36,22 @@ class SimNPO:
     def __init__(self, config: SimNPOConfig | None = None):
         self.config = config or SimNPOConfig()
 
-    def loss(self, model, batch):
+    def forget_term(self, model, batch):
+        """The SimNPO loss on forget text: the part sharpness-aware training perturbs."""
         logits, labels = logits_of(model, batch["forget"])  # (B, T, V)
         logp, lengths = sequence_logprob(logits, labels), sequence_token_count(labels)  # (B,), (B,)
         loss = simnpo_loss(logp, lengths, self.config.beta, self.config.gamma)
-        logs = {"forget_simnpo": loss.detach(), "forget_nll": (-logp.sum() / lengths.sum().clamp_min(1)).detach()}
-        if self.config.alpha > 0 and "retain" in batch:
-            retain_nll = nll_of(model, batch["retain"])
-            loss = loss + self.config.alpha * retain_nll
-            logs["retain_nll"] = retain_nll.detach()
-        return loss, logs
+        return loss, {"forget_simnpo": loss.detach(),
+                      "forget_nll": (-logp.sum() / lengths.sum().clamp_min(1)).detach()}
+
+    def retain_term(self, model, batch):
+        """``alpha * NLL(retain)``; the number 0.0 without retain text or with alpha 0."""
+        if self.config.alpha == 0 or "retain" not in batch:
+            return 0.0, {}
+        retain_nll = nll_of(model, batch["retain"])
+        return self.config.alpha * retain_nll, {"retain_nll": retain_nll.detach()}
+
+    def loss(self, model, batch):
+        forget, forget_logs = self.forget_term(model, batch)
+        retain, retain_logs = self.retain_term(model, batch)
+        return forget + retain, {**forget_logs, **retain_logs}
