@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from obliviate.evaluation.cloze import ClozeSpec, compute_cloze
 from obliviate.evaluation.familiarity import FamiliaritySpec, compute_familiarity
 from obliviate.evaluation.general_ability import GeneralAbilitySpec, compute_general_ability
 from obliviate.evaluation.mia import MembershipSpec, compute_membership
@@ -46,4 +47,5 @@ METRICS = {
     "membership_inference": Metric(MembershipSpec, compute_membership, "mia"),
     "relearning": Metric(RelearningSpec, compute_relearning, "relearn"),
     "toxicity": Metric(ToxicitySpec, compute_toxicity, "toxicity"),
+    "cloze": Metric(ClozeSpec, compute_cloze, "cloze"),
 }
