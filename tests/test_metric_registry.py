@@ -36,6 +36,7 @@ SPECS = {
                    "metrics": ["familiarity", "qa"]},
     "toxicity": {"classifier": "clf", "toxic_prompts": 2, "nontoxic_prompts": 1, "n_samples": 2,
                  "max_new_tokens": 4, "benign_perplexity_texts": 1},
+    "cloze": {"prompts": "fam.jsonl"},
 }
 PROMPTS = [("Harry Potter went to", ["Hogwarts", "Ron"]), ("The farmer walked to the", ["market"])]
 

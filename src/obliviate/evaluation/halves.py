@@ -14,7 +14,7 @@ import hashlib
 
 from obliviate.errors import DataError
 
-__all__ = ["HALVES", "dev_half", "item_half", "select_half", "check_half"]
+__all__ = ["HALVES", "dev_half", "item_half", "select_half", "check_half", "half_metrics"]
 
 HALVES = ("tune", "heldout")
 
@@ -47,3 +47,17 @@ def select_half(items: list, half: str | None) -> list:
 def check_half(half) -> tuple:
     """The ``check()`` rule of a spec's ``half`` field."""
     return ("half", half is None or half in HALVES, "tune, heldout or null (all prompts)")
+
+
+def half_metrics(suite, half: str) -> list[str]:
+    """Names of a suite's metrics in one half: by the spec's ``half`` field, else by the name's
+    ``_tune`` / ``_heldout`` suffix (metrics split by text span, e.g. general perplexity).
+
+    Args:
+        suite: an ``obliviate.evaluation.suite.Suite``.
+        half: ``"tune"`` or ``"heldout"``.
+    """
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {', '.join(HALVES)}, not {half!r}")
+    return [spec.name for spec in suite.metrics
+            if (getattr(spec, "half", None) or next((h for h in HALVES if spec.name.endswith(f"_{h}")), None)) == half]
