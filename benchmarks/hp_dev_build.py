@@ -33,10 +33,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import hp_dev_candidates as candidates  # noqa: E402
 
 OUT = ROOT / "src" / "obliviate" / "resources" / "suites" / "data"
-MIN_PROBABILITY = 0.01
+MIN_PROBABILITY = 0.005
 # Trivia whose true answer is wrong, invented or not one clear word (read by hand after a first build).
 EXCLUDED_TRIVIA = {
-    "What is the name of the merpeople community living in the Black Lake beside Hogwarts?",
+    "What was the title given to the leader of the Merpeople community living in the Black Lake beside Hogwarts?",
+    "What color is the Hogwarts Express train?",
+    "What magical creature did Harry and the Order of the Phoenix rescue from the Department of Mysteries?",
+    "What creature do students ride to get to Hogwarts from Hogsmeade Station for the first time?",
+    "What is the official sweet treat served in the Hogwarts Express?",
+    "What magical creature is known for laying eggs in the moonlight and has feathers used in Quidditch snitch making?",
+    "What spell is used by Dumbledore to calm the waters of the cave when searching for one of Voldemort's "
+    "Horcruxes with Harry?",
+    "What is the name of the spell that magically binds the target to make an unbreakable vow?",
 }
 GENERIC_OPENERS = {"the", "a", "an", "it", "there", "professor", "mr", "mr.", "mrs", "mrs.", "madam", "he", "she",
                    "they", "yes", "no", "to", "in", "by", "magical", "produces", "his", "her", "its", "one", "two"}

@@ -418,4 +418,14 @@ He fed the hippogriff a dead ferret and bowed to it before climbing onto its bac
 The house-elf who served the Malfoys was freed when Lucius threw him a sock: | Dobby
 In the shop on the wizarding street, the boy saw brooms, cauldrons and owls, and he knew he was in | Diagon Alley, Hagrid
 The brave boy in Gryffindor pulled the sword from the hat and killed the giant snake, | Neville, Nagini, Gryffindor
+The boy who had grown up in a cupboard under the stairs received a letter written in emerald-green ink from | Hogwarts, Harry, Dursley, Hagrid
+In the staff room, the tall professor in emerald robes and the greasy-haired Potions master argued about the House Cup, | McGonagall, Snape, Gryffindor, Slytherin
+Harry's aunt and uncle hated anything unusual, and they never spoke of his parents, | Lily, James, Potter, Dursley
+The smallest Weasley boy's rat had lived in the family for twelve years, which was strange for a rat, | Scabbers, Pettigrew, Wormtail, Ron
+The students at the wizarding school who were not sorted into the brave house might end up among the cunning | Slytherin, Slytherins, Hufflepuff, Ravenclaw
+The escaped prisoner had been the best friend of the boy's father and was also his | Sirius, godfather, Black, Azkaban
+Every year at the school's Halloween feast, the ghosts drifted through the walls of the Great Hall, led by | Nearly Headless Nick, Peeves, Hogwarts, Bloody Baron
+The spell book of the mysterious prince held notes in the margins, including a curse called | Sectumsempra, Half-Blood Prince, Snape
+In the village near the school, the students bought sweets at Honeydukes and joke products at | Zonko, Hogsmeade, Three Broomsticks
+The dark wizard's name was so feared that most witches and wizards called him You-Know-Who or | He-Who-Must-Not-Be-Named, Voldemort, Dark Lord
 """

@@ -22,10 +22,14 @@ from obliviate.evaluation.token_probability import TokenProbabilitySpec, compute
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEV_FILES = ["hp_dev_cloze", "hp_dev_probability", "hp_dev_completion", "hp_dev_neighbour_cloze",
-             "hp_dev_control_cloze", "fantasy_neighbours_familiarity", "fantasy_neighbours_probe"]
+             "hp_dev_control_cloze", "fantasy_neighbours_familiarity", "fantasy_neighbours_probe", "dev20"]
 
 
 def _shipped(name: str) -> list[PromptItem]:
+    if name == "dev20":
+        if not (SHARED / "targets" / "harry_potter").is_dir():
+            pytest.skip("shared data folder not here")
+        return load_prompt_file(SHARED / "targets" / "harry_potter" / "familiarity_prompts_dev20.jsonl")
     return load_prompt_file(resolve_data_path(f"obliviate:suites/data/{name}.jsonl", Path(".")))
 
 
@@ -33,7 +37,7 @@ def test_split_rule_is_the_documented_hash():
     for text in ("Harry Potter's pet owl is named", "The capital of France is", ""):
         import hashlib
 
-        expected = "tune" if hashlib.sha256(text.encode()).digest()[0] % 2 == 0 else "heldout"
+        expected = "tune" if hashlib.sha256(f"obliviate-hp-dev-60:{text}".encode()).digest()[0] % 2 == 0 else "heldout"
         assert dev_half(text) == expected == dev_half(text)
     # split_key (the trivia question) wins over the prompt
     item = PromptItem("Question: Who?\nAnswer:", ["Hedwig"], meta={"split_key": "Who?"})
@@ -47,7 +51,7 @@ def test_shipped_halves_are_disjoint_complete_and_balanced(name):
     keys = lambda xs: {x.meta.get("split_key") or x.prompt for x in xs}  # noqa: E731
     assert not keys(tune) & keys(heldout)
     assert len(tune) + len(heldout) == len(items)
-    assert abs(len(tune) - len(heldout)) <= max(2, 0.2 * len(items)), (len(tune), len(heldout))
+    assert abs(len(tune) - len(heldout)) <= max(2, 0.1 * len(items)), (len(tune), len(heldout))
 
 
 def test_shipped_cloze_prompts_are_well_formed():

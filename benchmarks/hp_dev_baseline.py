@@ -1,0 +1,58 @@
+"""Base-model numbers of the Harry Potter dev evaluation, per half (tune / held-out).
+
+    PYTHONPATH=src python benchmarks/hp_dev_baseline.py [--model smollm2-135m] [--data-dir ../shared/data]
+        [--group forget|retain|all] [--out FILE.json]
+
+Runs the split metrics of the built-in harry_potter suite (obliviate.evaluation.halves) except the
+sampled familiarity, without the metric cache, and prints one row per measure with both halves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIPPED = ("familiarity_sampled",)  # four samples per prompt: slow, and the greedy one says the same
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--data-dir", default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--group", default="all", choices=["forget", "retain", "all"],
+                        help="forget: the target's measures; retain: neighbours, control facts, general perplexity")
+    parser.add_argument("--out", help="also write the evaluation (JSON) here")
+    args = parser.parse_args()
+
+    from obliviate.evaluation.halves import half_metrics
+    from obliviate.evaluation.suite import load_suite, run_suite
+    from obliviate.models import load_model
+
+    suite = load_suite("harry_potter", data_dir=args.data_dir)
+    groups = {s.name: s.group for s in suite.metrics}
+    wanted = lambda name: (not name.startswith(SKIPPED)  # noqa: E731
+                           and (args.group == "all" or (groups[name] == "forget") == (args.group == "forget")))
+    tune = [n for n in half_metrics(suite, "tune") if wanted(n)]
+    heldout = [n for n in half_metrics(suite, "heldout") if wanted(n)]
+    loaded = load_model(args.model)
+    evaluation = run_suite(loaded.model, loaded.tokenizer, suite, loaded.weights_hash, model_spec=args.model,
+                           use_cache=False, progress=False, only=tune + heldout)
+    metrics = evaluation["metrics"]
+    print(f"model {args.model}, suite harry_potter ({suite.sha256[:12]}), {evaluation['seconds']:.0f} s")
+    print(f"| measure | group | tune | held-out | n (tune / held-out) |\n|---|---|---|---|---|")
+    for t, h in zip(tune, heldout):
+        a, b = metrics[t], metrics[h]
+        print(f"| {t.removesuffix('_tune')} | {a['group']} | {a['value']:.4f} | {b['value']:.4f} | {a['n']} / {b['n']} |")
+        if "greedy_share" in a["details"]:
+            print(f"| {t.removesuffix('_tune')} (greedy share) | {a['group']} | {a['details']['greedy_share']:.3f} | "
+                  f"{b['details']['greedy_share']:.3f} | |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(evaluation, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
