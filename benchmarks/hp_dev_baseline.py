@@ -22,7 +22,8 @@ SKIPPED = ("familiarity_sampled",)  # four samples per prompt: slow, and the gre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data-dir", default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-dir",
+                        default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--group", default="all", choices=["forget", "retain", "all"],
                         help="forget: the target's measures; retain: neighbours, control facts, general perplexity")
     parser.add_argument("--out", help="also write the evaluation (JSON) here")
@@ -43,12 +44,13 @@ def main() -> None:
                            use_cache=False, progress=False, only=tune + heldout)
     metrics = evaluation["metrics"]
     print(f"model {args.model}, suite harry_potter ({suite.sha256[:12]}), {evaluation['seconds']:.0f} s")
-    print(f"| measure | group | tune | held-out | n (tune / held-out) |\n|---|---|---|---|---|")
+    print("| measure | group | tune | held-out | n (tune / held-out) |\n|---|---|---|---|---|")
     for t, h in zip(tune, heldout):
         a, b = metrics[t], metrics[h]
-        print(f"| {t.removesuffix('_tune')} | {a['group']} | {a['value']:.4f} | {b['value']:.4f} | {a['n']} / {b['n']} |")
+        name = t.removesuffix("_tune")
+        print(f"| {name} | {a['group']} | {a['value']:.4f} | {b['value']:.4f} | {a['n']} / {b['n']} |")
         if "greedy_share" in a["details"]:
-            print(f"| {t.removesuffix('_tune')} (greedy share) | {a['group']} | {a['details']['greedy_share']:.3f} | "
+            print(f"| {name} (greedy share) | {a['group']} | {a['details']['greedy_share']:.3f} | "
                   f"{b['details']['greedy_share']:.3f} | |")
     if args.out:
         Path(args.out).write_text(json.dumps(evaluation, indent=1, default=str))

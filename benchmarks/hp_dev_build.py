@@ -13,6 +13,8 @@ never by half:
   probability of at least MIN_PROBABILITY (a fact the base model does not hold cannot be forgotten,
   and an answer it never gives is usually not the one clear next word); the completion and
   probability prompts are kept whole;
+- prompts alike (difflib ratio >= 0.8, case-insensitive) to a prompt of the demo (its probe,
+  familiarity and seed prompts; the demo trains on text synthesized from the seeds) are dropped;
 - ``answer_in_training_text``: the answer occurs (whole word) in the first 80% of
   wikipedia_summaries.txt, the text obliviate's benchmarks train on.
 
@@ -92,6 +94,23 @@ def _names(anchors_path: Path) -> dict[str, list[str]]:
     return {name: terms[name][:5] for name in NAMES}
 
 
+def _demo_prompts() -> list[str]:
+    demo = ROOT / "src" / "obliviate" / "resources" / "demo" / "harry_potter"
+    prompts = [json.loads(line)["prompt"] for name in ("probe_prompts.jsonl", "familiarity_prompts.jsonl")
+               for line in (demo / name).read_text().splitlines() if line.strip()]
+    return [p.lower() for p in prompts + [s.strip() for s in (demo / "seed_prompts.txt").read_text().splitlines()
+                                          if s.strip()]]
+
+
+def _unlike_demo(rows: list[dict]) -> list[dict]:
+    import difflib
+
+    demo = _demo_prompts()
+    kept = [r for r in rows if all(difflib.SequenceMatcher(None, r["prompt"].lower(), d).ratio() < 0.8 for d in demo)]
+    print(f"  dropped {len(rows) - len(kept)} prompts alike to the demo's", file=sys.stderr)
+    return kept
+
+
 def _in_text(answer: str, text: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(answer.split()[0])}(?!\w)", text) is not None
 
@@ -137,7 +156,7 @@ def main() -> None:
 
     hp = cloze(candidates.HP_CLOZE, "harry_potter") + [{**r, "topic": "harry_potter"}
                                                       for r in _trivia_cloze(target / "trivia_train_1000.jsonl")]
-    hp = keep_known(hp)
+    hp = keep_known(_unlike_demo(hp))
     for row in hp:
         row["answer_in_training_text"] = _in_text(row["references"][0], trained_text)
     _write("hp_dev_cloze.jsonl", hp)
@@ -145,10 +164,10 @@ def main() -> None:
     _write("hp_dev_control_cloze.jsonl", keep_known(cloze(candidates.CONTROL_CLOZE, "general_knowledge")))
     names = _names(target / "anchored_terms_gpt4_blocks.json")
     (OUT / "harry_potter_names.json").write_text(json.dumps(names, indent=1, ensure_ascii=False) + "\n")
-    _write("hp_dev_probability.jsonl", [{"prompt": p, "references": [a], "source": "hand"}
-                                        for p, a in _pairs(candidates.HP_PROBABILITY)])
-    _write("hp_dev_completion.jsonl", [{"prompt": p, "references": [w.strip() for w in a.split(",")], "source": "hand"}
-                                       for p, a in _pairs(candidates.HP_COMPLETION)])
+    _write("hp_dev_probability.jsonl", _unlike_demo([{"prompt": p, "references": [a], "source": "hand"}
+                                                     for p, a in _pairs(candidates.HP_PROBABILITY)]))
+    _write("hp_dev_completion.jsonl", _unlike_demo([{"prompt": p, "references": [w.strip() for w in a.split(",")],
+                                                     "source": "hand"} for p, a in _pairs(candidates.HP_COMPLETION)]))
 
 
 if __name__ == "__main__":

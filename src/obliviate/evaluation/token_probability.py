@@ -38,7 +38,8 @@ class TokenProbabilitySpec:
         """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
         return [
             ("score", self.score in ("reference", "anchored_mass"), "reference or anchored_mass"),
-            ("anchors", self.score != "anchored_mass" or bool(self.anchors), "a dictionary when score is anchored_mass"),
+            ("anchors", self.score != "anchored_mass" or bool(self.anchors),
+             "a dictionary when score is anchored_mass"),
             check_half(self.half),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
