@@ -81,7 +81,7 @@ def compute_cloze(model, tokenizer, spec: ClozeSpec, ctx: MetricContext) -> Metr
     top_ids = probs.argmax(-1).tolist()
     per_item = [{"prompt": item.prompt, "reference": item.references[0], "target_token": tokenizer.decode([tid]),
                  "probability": p, "greedy": g, "top_token": tokenizer.decode([top]), "half": item_half(item),
-                 **{k: v for k, v in item.meta.items() if k in ("source", "topic")}}
+                 **{k: v for k, v in item.meta.items() if k in ("source", "topic", "answer_in_training_text")}}
                 for item, tid, p, g, top in zip(items, target_ids, scores["probability"], scores["greedy"], top_ids)]
     _, stderr = mean_stderr(scores["probability"])
     _, greedy_stderr = mean_stderr([float(g) for g in scores["greedy"]])
