@@ -111,8 +111,10 @@ def _unlike_demo(rows: list[dict]) -> list[dict]:
     return kept
 
 
-def _in_text(answer: str, text: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(answer.split()[0])}(?!\w)", text) is not None
+def _in_text(answer: str, text: str, any_case: bool = False) -> bool:
+    """The answer's first word (the whole answer with any_case) occurs in the text as a whole word."""
+    word = answer if any_case else answer.split()[0]
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE if any_case else 0) is not None
 
 
 def _write(name: str, rows: list[dict]) -> None:
@@ -166,8 +168,10 @@ def main() -> None:
     (OUT / "harry_potter_names.json").write_text(json.dumps(names, indent=1, ensure_ascii=False) + "\n")
     _write("hp_dev_probability.jsonl", _unlike_demo([{"prompt": p, "references": [a], "source": "hand"}
                                                      for p, a in _pairs(candidates.HP_PROBABILITY)]))
-    _write("hp_dev_completion.jsonl", _unlike_demo([{"prompt": p, "references": [w.strip() for w in a.split(",")],
-                                                     "source": "hand"} for p, a in _pairs(candidates.HP_COMPLETION)]))
+    completions = [{"prompt": p, "source": "hand",
+                    "references": [w.strip() for w in a.split(",") if not _in_text(w.strip(), p, any_case=True)]}
+                   for p, a in _pairs(candidates.HP_COMPLETION)]
+    _write("hp_dev_completion.jsonl", _unlike_demo([r for r in completions if r["references"]]))
 
 
 if __name__ == "__main__":

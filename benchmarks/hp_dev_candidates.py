@@ -428,4 +428,34 @@ Every year at the school's Halloween feast, the ghosts drifted through the walls
 The spell book of the mysterious prince held notes in the margins, including a curse called | Sectumsempra, Half-Blood Prince, Snape
 In the village near the school, the students bought sweets at Honeydukes and joke products at | Zonko, Hogsmeade, Three Broomsticks
 The dark wizard's name was so feared that most witches and wizards called him You-Know-Who or | He-Who-Must-Not-Be-Named, Voldemort, Dark Lord
+Harry Potter and his friends Ron and Hermione walked across the grounds of | Hogwarts, Hagrid, Dumbledore, Gryffindor, Quidditch
+On his eleventh birthday, Harry Potter learned from Hagrid that he was a wizard and would go to | Hogwarts, Dumbledore, Diagon Alley
+Professor Dumbledore, the headmaster of Hogwarts, called Harry Potter to his office and told him about | Voldemort, Horcrux, Horcruxes, Snape, Sirius, prophecy
+In the Gryffindor common room, Ron Weasley complained to Harry about Professor | Snape, McGonagall, Lupin, Lockhart, Umbridge, Quirrell, Hermione
+Harry Potter's greatest enemy, the dark wizard who killed his parents, was | Voldemort, Lord Voldemort, Riddle, You-Know-Who
+Hermione Granger opened her book of spells and told Ron and Harry that the charm they needed was | Wingardium Leviosa, Alohomora, Lumos, Expelliarmus, Accio, Expecto Patronum
+At the Quidditch match between Gryffindor and Slytherin, Harry Potter chased the | Snitch, Golden Snitch, Malfoy, Draco, Seeker
+Harry Potter, Ron Weasley and Hermione Granger went to Hogsmeade and drank | Butterbeer, Three Broomsticks, Honeydukes
+When Harry Potter arrived at Hogwarts, the Sorting Hat put him in | Gryffindor, Slytherin
+Ron Weasley's family lived in a house called the Burrow with his parents, Arthur and Molly, and his brothers | Fred, George, Percy, Bill, Charlie, Ginny
+In Harry Potter's third year, a prisoner escaped from Azkaban. His name was | Sirius, Sirius Black, Black
+Harry Potter looked at the Marauder's Map and saw a name he thought was dead: | Peter Pettigrew, Pettigrew, Wormtail, Scabbers
+Draco Malfoy sneered at Harry Potter and his friends, calling Hermione a | Mudblood, Granger, Muggle
+At Hogwarts, the Potions teacher Severus Snape hated Harry Potter because of his father, | James, James Potter, Marauders, Sirius
+In the Triwizard Tournament, Harry Potter competed against Cedric Diggory, Fleur Delacour and | Krum, Viktor Krum
+The Weasley twins, Fred and George, opened a joke shop in Diagon Alley called | Weasleys' Wizard Wheezes, Wheezes
+Harry Potter went down to the dungeons for his Potions lesson with | Snape, Slughorn, Slytherins, Draco, Malfoy
+Dumbledore's Army met in secret in the Room of Requirement to learn defensive spells from | Harry, Harry Potter, Umbridge
+Harry Potter heard a voice in the walls of Hogwarts. It belonged to the monster of the Chamber of Secrets, a | basilisk, Slytherin, Riddle, Myrtle, Parseltongue
+Lord Voldemort had split his soul and hidden the pieces in objects called | Horcrux, Horcruxes
+At the end of his first year, Harry Potter found the Philosopher's Stone hidden in the Mirror of | Erised, Quirrell, Voldemort, Dumbledore
+In the Ministry of Magic, Harry Potter and his friends fought the Death Eaters led by | Lucius, Lucius Malfoy, Bellatrix, Bellatrix Lestrange, Voldemort
+Hagrid showed Harry Potter, Ron and Hermione the three-headed dog he called | Fluffy, Philosopher's Stone, Norbert
+Harry Potter received a Firebolt for Christmas in his third year; it was secretly a gift from | Sirius, Sirius Black, Black
+Professor McGonagall, head of Gryffindor, took Harry Potter to meet the captain of the Quidditch team, | Oliver Wood, Wood, Seeker
+In the Forbidden Forest, Harry Potter met a centaur named | Firenze, Bane, Ronan, Hagrid, Voldemort
+When Dementors attacked Harry Potter and his cousin Dudley, Harry cast the spell | Expecto Patronum, Patronus
+Harry Potter's owl, Hedwig, flew in through the window of the Gryffindor tower with a letter from | Sirius, Hagrid, Dumbledore, Hermione, Ron, Ministry
+Hermione Granger used a Time-Turner to save the hippogriff | Buckbeak, Sirius, Hagrid
+Harry Potter used the invisibility cloak to sneak into the Restricted Section of the library, where he hoped to learn about | Nicolas Flamel, Flamel, Philosopher's Stone, Horcrux, Horcruxes
 """
