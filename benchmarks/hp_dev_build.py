@@ -87,6 +87,14 @@ NAMES = ["Harry", "Potter", "Hermione", "Ron", "Hogwarts", "Hagrid", "Draco", "M
          "Azkaban", "Horcrux", "Dudley", "Vernon", "Severus", "Luna", "Cho", "Nagini", "Kreacher", "Lumos"]
 
 
+# Names any completion may reveal the books by (the WHP rubric counts any detail unique to the books,
+# not only the expected one): added to every completion prompt's own references.
+COMPLETION_NAMES = ["Harry", "Hermione", "Ron", "Weasley", "Hogwarts", "Dumbledore", "Voldemort", "Snape", "Hagrid",
+                    "Malfoy", "Draco", "Gryffindor", "Slytherin", "Hufflepuff", "Ravenclaw", "Quidditch", "Muggle",
+                    "Muggles", "Dementor", "Dementors", "Rowling", "McGonagall", "Sirius", "Hedwig", "Dobby", "Azkaban",
+                    "Horcrux", "Horcruxes", "Death Eaters", "Hogsmeade", "Diagon Alley", "Gringotts", "Patronus"]
+
+
 def _names(anchors_path: Path) -> dict[str, list[str]]:
     from obliviate.whp.anchors import load_anchored_terms
 
@@ -169,7 +177,8 @@ def main() -> None:
     _write("hp_dev_probability.jsonl", _unlike_demo([{"prompt": p, "references": [a], "source": "hand"}
                                                      for p, a in _pairs(candidates.HP_PROBABILITY)]))
     completions = [{"prompt": p, "source": "hand",
-                    "references": [w.strip() for w in a.split(",") if not _in_text(w.strip(), p, any_case=True)]}
+                    "references": [w for w in dict.fromkeys([w.strip() for w in a.split(",")] + COMPLETION_NAMES)
+                                   if not _in_text(w, p, any_case=True)]}
                    for p, a in _pairs(candidates.HP_COMPLETION)]
     _write("hp_dev_completion.jsonl", _unlike_demo([r for r in completions if r["references"]]))
 
