@@ -38,6 +38,7 @@ SPECS = {
     "toxicity": {"classifier": "clf", "toxic_prompts": 2, "nontoxic_prompts": 1, "n_samples": 2,
                  "max_new_tokens": 4, "benign_perplexity_texts": 1},
     "tofu": {"folder": "tofu", "max_new_tokens": 4},
+    "cloze": {"prompts": "fam.jsonl"},
 }
 PROMPTS = [("Harry Potter went to", ["Hogwarts", "Ron"]), ("The farmer walked to the", ["market"])]
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from obliviate.errors import ConfigError
 from obliviate.evaluation.metric_math import mean_stderr
 from obliviate.evaluation.data import limit_items, resolve_data_path
+from obliviate.evaluation.halves import check_half, select_half
 from obliviate.evaluation.prompts import PromptItem, load_prompt_file, require_items
 from obliviate.evaluation.result import MetricContext, MetricResult
 
@@ -27,6 +28,7 @@ class FamiliaritySpec:
     type: str = "familiarity"
     group: str = "forget"
     prompts: str = ""  # JSONL {"prompt", "references"}
+    half: str | None = None  # tune | heldout | null (all): obliviate.evaluation.halves
     decoding: str = "greedy"  # greedy | sample
     n_samples: int = 1  # completions per prompt when sampling
     temperature: float = 1.0
@@ -53,6 +55,7 @@ class FamiliaritySpec:
             ("judge", self.judge in ("words", "llm"), "words or llm"),
             ("judge_timeout", self.judge_timeout > 0, "> 0"),
             ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
+            check_half(self.half),
         ]
 
 
@@ -105,7 +108,8 @@ def compute_familiarity(model, tokenizer, spec: FamiliaritySpec, ctx: MetricCont
     """
     from obliviate.scoring import generate
 
-    items = limit_items(load_prompt_file(resolve_data_path(spec.prompts, ctx.data_dir)), spec.limit)
+    items = select_half(load_prompt_file(resolve_data_path(spec.prompts, ctx.data_dir)), spec.half)
+    items = limit_items(items, spec.limit)
     sample = spec.decoding == "sample"
     n = spec.n_samples if sample else 1
     outs = generate(model, tokenizer, [i.prompt for i in items], max_new_tokens=spec.max_new_tokens, do_sample=sample,

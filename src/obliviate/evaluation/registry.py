@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from obliviate.evaluation.cloze import ClozeSpec, compute_cloze
 from obliviate.evaluation.familiarity import FamiliaritySpec, compute_familiarity
 from obliviate.evaluation.general_ability import GeneralAbilitySpec, compute_general_ability
 from obliviate.evaluation.mia import MembershipSpec, compute_membership
@@ -48,4 +49,5 @@ METRICS = {
     "relearning": Metric(RelearningSpec, compute_relearning, "relearn"),
     "toxicity": Metric(ToxicitySpec, compute_toxicity, "toxicity"),
     "tofu": Metric(TofuSpec, compute_tofu, "tofu"),
+    "cloze": Metric(ClozeSpec, compute_cloze, "cloze"),
 }

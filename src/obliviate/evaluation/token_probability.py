@@ -3,7 +3,9 @@
 "Harry Potter's best friends are Ron and" -> " Hermione": the probability of the whole answer
 (the product of its tokens' probabilities) and of each of its tokens given the prompt and the
 answer's previous tokens (the report's heat map). Optionally, the next-token probability mass on
-the first tokens of an anchored-terms dictionary's expressions. Lower is better for unlearning.
+the first tokens of an anchored-terms dictionary's expressions, which can be the headline number
+(``score: anchored_mass``: the probability-based familiarity of the WHP paper). Lower is better
+for unlearning.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from obliviate.evaluation.data import limit_items, resolve_data_path
+from obliviate.evaluation.halves import check_half, select_half
 from obliviate.evaluation.metric_math import mean_stderr
 from obliviate.evaluation.prompts import PromptItem, load_prompt_file, reference_continuation, require_items
 from obliviate.evaluation.result import MetricContext, MetricResult
@@ -25,13 +28,19 @@ class TokenProbabilitySpec:
     type: str = "token_probability"
     group: str = "forget"
     prompts: str = ""  # JSONL {"prompt", "references"}: probability of references[0]
-    anchors: str | None = None  # dictionary: also report next-token mass on its expressions
+    anchors: str | None = None  # dictionary: also report next-token mass on its expressions' first tokens
+    score: str = "reference"  # the value: reference (probability of references[0]) | anchored_mass (needs anchors)
+    half: str | None = None  # tune | heldout | null (all): obliviate.evaluation.halves
     batch_size: int = 8  # sequences per forward pass
     limit: int | None = None
 
     def check(self) -> list[tuple]:
         """Rules of the settings: ``(key, holds, rule)`` (obliviate.config convention)."""
         return [
+            ("score", self.score in ("reference", "anchored_mass"), "reference or anchored_mass"),
+            ("anchors", self.score != "anchored_mass" or bool(self.anchors),
+             "a dictionary when score is anchored_mass"),
+            check_half(self.half),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("limit", self.limit is None or self.limit >= 1, ">= 1 or null"),
         ]
@@ -93,7 +102,8 @@ def _anchored_first_tokens(tokenizer, anchors_path) -> list[int]:
 
 def compute_token_probability(model, tokenizer, spec: TokenProbabilitySpec, ctx: MetricContext) -> MetricResult:
     """Mean probability of the references of the spec's prompts (plus anchored mass if asked)."""
-    items = limit_items(load_prompt_file(resolve_data_path(spec.prompts, ctx.data_dir)), spec.limit)
+    items = select_half(load_prompt_file(resolve_data_path(spec.prompts, ctx.data_dir)), spec.half)
+    items = limit_items(items, spec.limit)
     r = reference_probability(model, tokenizer, items, batch_size=spec.batch_size, progress=ctx.progress)
     per_item, details = r["per_item"], {}
     if spec.anchors:
@@ -106,6 +116,10 @@ def compute_token_probability(model, tokenizer, spec: TokenProbabilitySpec, ctx:
             row["anchored_mass"] = m
         details["anchored_mass"] = sum(mass) / len(mass)
         details["anchored_first_tokens"] = len(ids)
-    _, stderr = mean_stderr([row["probability"] for row in per_item])
-    return MetricResult(value=r["mean"], higher_is_better=False, n=r["n"], stderr=stderr, settings=asdict(spec),
+    if spec.score == "anchored_mass":
+        details["reference_probability"] = r["mean"]
+        value, stderr = mean_stderr([row["anchored_mass"] for row in per_item])
+    else:
+        value, stderr = r["mean"], mean_stderr([row["probability"] for row in per_item])[1]
+    return MetricResult(value=value, higher_is_better=False, n=r["n"], stderr=stderr, settings=asdict(spec),
                         details=details, per_item=per_item)
