@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from obliviate.errors import ConfigError
 
 __all__ = ["SCHEMES", "gguf_round_trip", "round_to_nearest", "quantized_copy"]
@@ -34,13 +32,14 @@ SCHEMES = {
 _GGUF_TYPES = {"gguf_q8_0": "Q8_0", "gguf_q4_0": "Q4_0"}
 
 
-def gguf_round_trip(weight: torch.Tensor, qtype_name: str) -> torch.Tensor:
-    """``weight`` quantized to a GGUF block type and back (float32, same shape).
+def gguf_round_trip(weight, qtype_name: str):
+    """``weight`` (a tensor) quantized to a GGUF block type and back (float32 tensor, same shape).
 
     Raises:
         ConfigError: the last axis is not a multiple of the type's block size.
     """
     import gguf
+    import torch
 
     qtype = getattr(gguf.GGMLQuantizationType, qtype_name)
     block = gguf.GGML_QUANT_SIZES[qtype][0]
@@ -52,7 +51,7 @@ def gguf_round_trip(weight: torch.Tensor, qtype_name: str) -> torch.Tensor:
     return torch.from_numpy(back.reshape(data.shape).copy())
 
 
-def round_to_nearest(weight: torch.Tensor, bits: int) -> torch.Tensor:
+def round_to_nearest(weight, bits: int):
     """Symmetric per-row round-to-nearest: ``round(w / s) * s`` with ``s = max|w_row| / (2^(bits-1) - 1)``."""
     levels = 2 ** (bits - 1) - 1
     w = weight.detach().float()
@@ -69,6 +68,8 @@ def quantized_copy(model, scheme: str):
     Raises:
         ConfigError: unknown scheme.
     """
+    import torch
+
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown quantization '{scheme}': use one of {', '.join(SCHEMES)}")
     rounded = copy.deepcopy(model)

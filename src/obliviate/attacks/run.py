@@ -219,7 +219,9 @@ def plan_attacks(run: str, *, suite: str, base: str | None = None, gold: str | N
     loaded.check_only(only)
     if limit is not None:
         loaded.limit_items(limit)
-    specs = [s for s in loaded.metrics if s.type != "relearning"]
+    from obliviate.evaluation.suite import RERUNNING_TYPES
+
+    specs = [s for s in loaded.metrics if s.type not in RERUNNING_TYPES]
     chosen = [s for s in specs if s.name in only] if only else [s for s in specs if s.group == "forget"]
     metrics = [s for s in chosen if s.group != "robustness"]
     prompt_metrics = [s for s in (chosen if only else specs) if s.group == "robustness"]

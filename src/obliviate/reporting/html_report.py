@@ -419,6 +419,9 @@ def _attacks_section(run_dir: Path) -> str:
             if _is_number(before):
                 ax.axhline(before, color=color[model], linewidth=0.6, alpha=0.5)
         ax.set_xscale("log")
+        ticks = sorted({p["step"] for p in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_title(f"{metric}: relearning on {text} text", fontsize=9)
         ax.set_xlabel("attack steps (faint lines: no attack)", fontsize=8)
         ax.set_ylabel(metric, fontsize=8)
@@ -498,7 +501,8 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
 
     Sections: before/after table, bar charts per metric family, forget vs utility trade-off
     (this run's evaluations and those of ``extra_runs``), per-prompt familiarity, target-token
-    probability heat map, training and held-out loss curves from ``log.jsonl``, the manifest.
+    probability heat map, training and held-out loss curves from ``log.jsonl``, the attacks against
+    controls (``attacks/attacks.json`` of ``obliviate attack``), the manifest.
     A section whose data is absent holds a note instead.
 
     Args:
