@@ -158,6 +158,8 @@ def attack_kit(tmp_path_factory, tiny_model_dir):
                  ("Who read a book?", "Hermione", "the river"), ("Who spoke to Harry?", "Dumbledore", "the dog"),
                  ("What flew over Hogwarts?", "Hedwig", "the train"), ("What hurt?", "his scar", "the wind"),
                  ("What is played on broomsticks?", "Quidditch", "bread"), ("Who was near?", "Voldemort", "milk")]
+    (data / "other_languages.jsonl").write_text(
+        json.dumps({"prompt": "Harry Potter ging nach", "references": ["Hogwarts"]}) + "\n")
     (data / "trivia.jsonl").write_text("".join(
         json.dumps({"question": q, "true_answer": t, "false_answer": f}) + "\n" for q, t, f in questions))
     suite = {"name": "tiny_attack", "metrics": [
@@ -165,6 +167,8 @@ def attack_kit(tmp_path_factory, tiny_model_dir):
         {"name": "trivia", "type": "qa", "group": "forget", "data": "trivia.jsonl"},
         {"name": "general_perplexity", "type": "perplexity", "group": "utility",
          "texts": {"files": ["general.txt"], "chunk_chars": 200}},
+        {"name": "other_languages", "type": "token_probability", "group": "robustness",
+         "prompts": "other_languages.jsonl"},
         {"name": "relearning", "type": "relearning", "group": "robustness", "texts": {"files": ["forget.txt"]},
          "steps": 2, "context_length": 16, "metrics": ["trivia"]},
     ]}
@@ -207,7 +211,12 @@ def test_attack_end_to_end_then_resume(attack_kit, capsys):
                                                  none[("base", "reference_probability")],
                                                  none[("unlearned", "reference_probability")])
     assert "share_vs_gold" not in row
-    assert not any(r["attack"] == "prompts" for r in records)  # the tiny suite has no robustness prompts
+    # the prompt attack: other-language prompts, against the plain prompts of the same family
+    prompts = next(r for r in attacks["gap"] if r["attack"] == "prompts")
+    assert prompts["metric"] == "other_languages" and prompts["measured_against"] == "reference_probability"
+    assert prompts["share_vs_base"] == surviving_gap(prompts["levels"]["base"], prompts["levels"]["unlearned"],
+                                                     none[("base", "reference_probability")],
+                                                     none[("unlearned", "reference_probability")])
     # manifest and report
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["attacks"]["settings"]["quantizations"] == ["gguf_q4_0"]
@@ -239,6 +248,32 @@ def test_attack_with_gold_and_model_path(attack_kit, tiny_model_dir, tmp_path):
     row = next(r for r in attacks["gap"] if r["attack"] == "quantize")
     assert row["levels"]["gold"] == row["levels"]["base"]  # the gold here is the base itself
     assert "share_vs_gold" in row
+
+
+def test_attack_tofu_against_attacked_gold(tiny_model_dir, tmp_path):
+    """TOFU: relearning on the forget QA pairs, and forget quality against the gold under the same attack."""
+    from test_tofu_metrics import write_tiny_tofu
+
+    data = tmp_path / "data"
+    write_tiny_tofu(data / "tofu")
+    (data / "general.txt").write_text((TINY_TEXT.split("\n")[1] + "\n") * 3)
+    (tmp_path / "tofu.yaml").write_text(yaml.safe_dump({"name": "tiny_tofu", "metrics": [
+        {"name": "tofu", "type": "tofu", "max_new_tokens": 4}]}))
+    out = tmp_path / "attacks"
+    assert main(["attack", str(tiny_model_dir), "--base", str(tiny_model_dir), "--gold", str(tiny_model_dir),
+                 "--suite", str(tmp_path / "tofu.yaml"), "--data-dir", str(data), "--attacks", "relearn,quantize",
+                 "--steps", "1", "--learning-rates", "1e-3", "--context-length", "16", "--quant", "rtn8",
+                 "--forget-text", str(data / "tofu" / "forget01.json"),
+                 "--text-field", "Question: {prompt}\nAnswer: {response}",
+                 "--unrelated-text", str(data / "general.txt"), "--out", str(out)]) == 0
+    attacks = json.loads((out / "attacks.json").read_text())
+    assert attacks["settings"]["relearning_texts"]["forget"]["texts"] == 2  # the two forget pairs
+    rows = {(r["attack"], r["variant"]): r for r in attacks["gap"]}
+    assert set(rows) == {("none", "none"), ("relearn", "forget lr=0.001 step=1"),
+                         ("relearn", "unrelated lr=0.001 step=1"), ("quantize", "rtn8")}
+    for row in rows.values():  # the same weights as unlearned, base and gold: the KS test sees one sample twice
+        assert row["forget_quality_vs_attacked_gold"] == pytest.approx(1.0)
+        assert row["share_vs_base"] is None and row["share_vs_gold"] is None  # no gap: undefined, not a crash
 
 
 BAD = [
