@@ -395,7 +395,7 @@ def run_attacks(plan: AttackPlan, progress: bool = False) -> dict:
         loaded = None
         if pending:
             loaded = load_model(spec, device=device, trust_remote_code=plan.trust_remote_code)
-            known = loaded.weights_hash
+            known = known or loaded.weights_hash  # the files' hash when there is one, so the next run can skip loading
         model_hashes[name] = {"spec": spec, "weights_sha256": known}
         for unit in units:
             path, inputs = _unit_file(plan.out, unit, name), _unit_inputs(plan, unit, known)
