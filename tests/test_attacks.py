@@ -261,17 +261,24 @@ def test_attack_tofu_against_attacked_gold(tiny_model_dir, tmp_path):
         {"name": "tofu", "type": "tofu", "max_new_tokens": 4}]}))
     out = tmp_path / "attacks"
     assert main(["attack", str(tiny_model_dir), "--base", str(tiny_model_dir), "--gold", str(tiny_model_dir),
-                 "--suite", str(tmp_path / "tofu.yaml"), "--data-dir", str(data), "--attacks", "relearn,quantize",
+                 "--suite", str(tmp_path / "tofu.yaml"), "--data-dir", str(data), "--attacks", "relearn,quantize,prompts",
                  "--steps", "1", "--learning-rates", "1e-3", "--context-length", "16", "--quant", "rtn8",
                  "--forget-text", str(data / "tofu" / "forget01.json"),
                  "--text-field", "Question: {prompt}\nAnswer: {response}",
                  "--unrelated-text", str(data / "general.txt"), "--out", str(out)]) == 0
     attacks = json.loads((out / "attacks.json").read_text())
     assert attacks["settings"]["relearning_texts"]["forget"]["texts"] == 2  # the two forget pairs
-    rows = {(r["attack"], r["variant"]): r for r in attacks["gap"]}
-    assert set(rows) == {("none", "none"), ("relearn", "forget lr=0.001 step=1"),
-                         ("relearn", "unrelated lr=0.001 step=1"), ("quantize", "rtn8")}
-    for row in rows.values():  # the same weights as unlearned, base and gold: the KS test sees one sample twice
+    rows = {(r["attack"], r["variant"], r["metric"]): r for r in attacks["gap"]}
+    tofu = [("none", "none"), ("relearn", "forget lr=0.001 step=1"), ("relearn", "unrelated lr=0.001 step=1"),
+            ("quantize", "rtn8")]
+    paraphrase = [("none", "none", "tofu_forget_answer_prob"),
+                  ("prompts", "paraphrased questions", "tofu_forget_answer_prob")]
+    assert set(rows) == {(*key, "tofu") for key in tofu} | set(paraphrase)
+    paraphrased = rows[paraphrase[1]]
+    assert paraphrased["measured_against"] == "tofu_forget_answer_prob"
+    assert 0 < paraphrased["levels"]["unlearned"] < 1 and paraphrased["share_vs_base"] is None
+    for key in tofu:  # the same weights as unlearned, base and gold: the KS test sees one sample twice
+        row = rows[(*key, "tofu")]
         assert row["forget_quality_vs_attacked_gold"] == pytest.approx(1.0)
         assert row["share_vs_base"] is None and row["share_vs_gold"] is None  # no gap: undefined, not a crash
 

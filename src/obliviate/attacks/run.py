@@ -33,7 +33,7 @@ ATTACKS = {
     "relearn": "fine-tune on a slice of forget text and on unrelated text; metrics at each checkpoint step",
     "quantize": "round the weights (GGUF Q8_0/Q4_0 round trips, 8/4-bit round-to-nearest), then the metrics",
     "probes": "per-layer linear probes telling true from false answers (held-out accuracy)",
-    "prompts": "the suite's robustness prompts (other languages, paraphrases) as they are",
+    "prompts": "the suite's robustness prompts (other languages) and TOFU's paraphrased forget questions",
 }
 MODELS = ("unlearned", "base", "gold")
 
@@ -88,6 +88,7 @@ class AttackPlan:
     texts: dict = field(default_factory=dict)  # relearning text name -> (description, list of texts)
     probe_items: list = field(default_factory=list)
     probe_source: str = ""
+    paraphrases: list = field(default_factory=list)  # TOFU forget questions with their paraphrase (prompt attack)
     trust_remote_code: bool = False
 
 
@@ -161,6 +162,19 @@ def _probe_items(suite, probe_data: str | None, limit: int):
             items = probe_items_from_qa(load_qa_file(resolve_data_path(spec.data, suite.data_dir)), spec.template)
             return items[:limit], f"suite metric '{spec.name}' ({spec.data})"
     return None, ""
+
+
+def _tofu_paraphrases(suite) -> list:
+    """TOFU's paraphrased forget questions, from the suite's first tofu metric (none without one)."""
+    from obliviate.attacks.prompts import paraphrased_questions
+    from obliviate.evaluation.data import resolve_data_path
+    from obliviate.tofu import split_files
+
+    for spec in suite.metrics:
+        if spec.type == "tofu":
+            path = resolve_data_path(spec.folder, suite.data_dir) / split_files(spec.split).forget_perturbed
+            return paraphrased_questions(path, spec.limit)
+    return []
 
 
 def plan_attacks(run: str, *, suite: str, base: str | None = None, gold: str | None = None, only=None,
@@ -240,7 +254,9 @@ def plan_attacks(run: str, *, suite: str, base: str | None = None, gold: str | N
         if len(plan.probe_items) < 4:
             raise DataError(f"the probes need at least 4 questions with a true and a false answer; "
                             f"{plan.probe_source} has {len(plan.probe_items)}")
-    if "prompts" in settings.attacks and not prompt_metrics:
+    if "prompts" in settings.attacks:
+        plan.paraphrases = _tofu_paraphrases(loaded)
+    if "prompts" in settings.attacks and not (prompt_metrics or plan.paraphrases):
         print(f"note: suite '{loaded.name}' has no robustness prompt metric: no prompt attack", file=sys.stderr)
     return plan
 
@@ -269,8 +285,8 @@ def plan_units(plan: AttackPlan) -> list[Unit]:
             units += [Unit(f"quantize:{scheme}", "quantize", {"scheme": scheme}) for scheme in settings.quantizations]
         elif attack == "probes":
             units.append(Unit("probes", "probes", {"source": plan.probe_source, "questions": len(plan.probe_items)}))
-        elif attack == "prompts" and plan.prompt_metrics:
-            units.append(Unit("prompts", "prompts", {}))
+        elif attack == "prompts" and (plan.prompt_metrics or plan.paraphrases):
+            units.append(Unit("prompts", "prompts", {"tofu_paraphrased_questions": len(plan.paraphrases)}))
     return units
 
 
@@ -289,6 +305,8 @@ def _unit_inputs(plan: AttackPlan, unit: Unit, weights: str) -> str:
     else:
         specs = plan.prompt_metrics if unit.attack == "prompts" else plan.metrics
         payload["metrics"] = [asdict(s) for s in specs]
+    if unit.attack == "prompts":
+        payload["paraphrases"] = [asdict(item) for item in plan.paraphrases]
     if unit.attack == "relearn":
         payload["texts"] = plan.texts[unit.params["text"]][1]
     return settings_hash(payload)
@@ -328,7 +346,19 @@ def _run_unit(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]
     if unit.attack == "none":
         return _metric_records(model, tokenizer, plan.metrics, ctx, {"attack": "none", "variant": "none"})
     if unit.attack == "prompts":
-        return _metric_records(model, tokenizer, plan.prompt_metrics, ctx, {"attack": "prompts", "variant": "prompts"})
+        records = _metric_records(model, tokenizer, plan.prompt_metrics, ctx, {"attack": "prompts",
+                                                                               "variant": "prompts"})
+        if plan.paraphrases:  # TOFU: the same answers after the original and after the paraphrased questions
+            from obliviate.attacks.prompts import answer_probability
+
+            answers = [item.answer for item in plan.paraphrases]
+            for variant, questions in (("none", [i.question for i in plan.paraphrases]),
+                                       ("paraphrased questions", [i.paraphrased_question for i in plan.paraphrases])):
+                records.append({"attack": "none" if variant == "none" else "prompts", "variant": variant,
+                                 "metric": "tofu_forget_answer_prob", "family": "tofu_prompt", "group": "forget",
+                                 "value": answer_probability(model, tokenizer, questions, answers),
+                                 "higher_is_better": False, "n": len(answers)})
+        return records
     if unit.attack == "quantize":
         from obliviate.attacks.quantize import quantized_copy
 
@@ -436,7 +466,8 @@ def attack_settings_record(plan: AttackPlan) -> dict:
             "metrics": [s.name for s in plan.metrics], "prompt_metrics": [s.name for s in plan.prompt_metrics],
             "relearning_texts": {name: {"source": source, "texts": len(texts)}
                                  for name, (source, texts) in plan.texts.items()},
-            "probe_data": plan.probe_source or None, "gold": "gold" in plan.models}
+            "probe_data": plan.probe_source or None, "tofu_paraphrased_questions": len(plan.paraphrases),
+            "gold": "gold" in plan.models}
 
 
 # ------------------------------------------------------------------------------------ gap table
@@ -445,6 +476,8 @@ def _prompt_reference(metric: str, records: list[dict], suite) -> str | None:
     of the same family (e.g. other_languages -> familiarity_greedy)."""
     family = next((r["family"] for r in records if r.get("metric") == metric), None)
     names = {r["metric"] for r in records if r.get("attack") == "none" and r.get("family") == family}
+    if metric in names:  # the prompt attack's own plain-prompt counterpart (TOFU's original questions)
+        return metric
     return next((s.name for s in suite.metrics if s.name in names and s.group == "forget"), None)
 
 
