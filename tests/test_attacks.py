@@ -36,7 +36,7 @@ def test_surviving_gap_undefined_is_none(values):
 
 
 def test_gap_table_levels_and_shares():
-    from obliviate.attacks.run import gap_table
+    from obliviate.attacks.gap import gap_table
 
     def record(attack, variant, model, value):
         return {"attack": attack, "variant": variant, "metric": "cloze", "family": "qa", "model": model,

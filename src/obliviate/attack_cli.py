@@ -24,7 +24,7 @@ def _names(text: str) -> list[str]:
 def add_attack_parser(subparsers) -> None:
     """Add the ``attack`` command to an argparse subparsers object."""
     from obliviate.attacks.quantize import SCHEMES
-    from obliviate.attacks.run import ATTACKS
+    from obliviate.attacks.plan import ATTACKS
 
     p = subparsers.add_parser("attack", help="attack an unlearned model and its base (and gold) model: relearning, "
                                              "quantization, latent-knowledge probes, prompts; RUN/attacks/")
@@ -59,7 +59,8 @@ def add_attack_parser(subparsers) -> None:
 
 def cmd_attack(args) -> int:
     """Plan (every input checked), run, write attacks.json, the manifest entry and the report; returns 0."""
-    from obliviate.attacks.run import AttackSettings, plan_attacks, run_attacks
+    from obliviate.attacks.plan import AttackSettings, plan_attacks
+    from obliviate.attacks.run import run_attacks
     from obliviate.progress import enabled
 
     settings = AttackSettings(attacks=_names(args.attacks), steps=_numbers(args.steps, int, "--steps"),
