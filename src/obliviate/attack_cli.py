@@ -17,6 +17,10 @@ def _numbers(text: str, kind, option: str) -> list:
         raise ConfigError(f"{option} takes comma-separated numbers, not '{text}'") from None
 
 
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -24,7 +28,7 @@ def _names(text: str) -> list[str]:
 def add_attack_parser(subparsers) -> None:
     """Add the ``attack`` command to an argparse subparsers object."""
     from obliviate.attacks.quantize import SCHEMES
-    from obliviate.attacks.plan import ATTACKS
+    from obliviate.attacks.plan import ATTACKS, AttackSettings
 
     p = subparsers.add_parser("attack", help="attack an unlearned model and its base (and gold) model: relearning, "
                                              "quantization, latent-knowledge probes, prompts; RUN/attacks/")
@@ -35,21 +39,22 @@ def add_attack_parser(subparsers) -> None:
                                                    "forget metrics, and its robustness prompts)")
     p.add_argument("--base", help="the model it was unlearned from (default: the run's `model` setting)")
     p.add_argument("--gold", metavar="MODEL", help="the gold model, trained without the forget data (a control)")
-    p.add_argument("--attacks", default=",".join(ATTACKS),
-                   help=f"comma-separated, any of {', '.join(ATTACKS)} (default: all)")
-    p.add_argument("--steps", default="5,10,25,50,100", help="relearning checkpoint steps (default 5,10,25,50,100)")
-    p.add_argument("--learning-rates", default="2e-5,2e-4", help="relearning learning rates (default 2e-5,2e-4)")
-    p.add_argument("--batch-size", type=int, default=2, help="relearning blocks per step (default 2)")
-    p.add_argument("--context-length", type=int, default=256, help="relearning tokens per block (default 256)")
+    defaults = AttackSettings()  # the defaults live in the dataclass only; shown here
+    p.add_argument("--attacks", help=f"comma-separated, any of {', '.join(ATTACKS)} (default: all)")
+    p.add_argument("--steps", help=f"relearning checkpoint steps (default {_listed(defaults.steps)})")
+    p.add_argument("--learning-rates", help=f"relearning learning rates (default {_listed(defaults.learning_rates)})")
+    p.add_argument("--batch-size", type=int, help=f"relearning blocks per step (default {defaults.batch_size})")
+    p.add_argument("--context-length", type=int,
+                   help=f"relearning tokens per block (default {defaults.context_length})")
     p.add_argument("--forget-text", action="append", help="relearning forget text (repeatable; default: the "
                                                           "suite's relearning metric text)")
     p.add_argument("--unrelated-text", action="append", help="relearning unrelated text (repeatable; default: the "
                                                              "suite's general perplexity text)")
     p.add_argument("--text-field", default="text", help="JSON/JSONL field (or {field} template) of the texts")
-    p.add_argument("--quant", default=",".join(SCHEMES), help=f"quantizations, any of {', '.join(SCHEMES)}")
+    p.add_argument("--quant", help=f"quantizations, any of {', '.join(SCHEMES)} (default: all)")
     p.add_argument("--probe-data", help="QA file (true/false answers) or TOFU folder for the probes "
                                         "(default: the suite's trivia or TOFU forget set)")
-    p.add_argument("--probe-limit", type=int, default=400, help="at most N probe questions (default 400)")
+    p.add_argument("--probe-limit", type=int, help=f"at most N probe questions (default {defaults.probe_limit})")
     p.add_argument("--limit", type=int, help="quick run: at most N items in every metric that has a limit")
     p.add_argument("--data-dir", help="folder the suite's data paths are relative to ($OBLIVIATE_DATA_DIR)")
     p.add_argument("--out", help="output folder (default RUN/attacks; required when RUN is a model)")
@@ -63,10 +68,12 @@ def cmd_attack(args) -> int:
     from obliviate.attacks.run import run_attacks
     from obliviate.progress import enabled
 
-    settings = AttackSettings(attacks=_names(args.attacks), steps=_numbers(args.steps, int, "--steps"),
-                              learning_rates=_numbers(args.learning_rates, float, "--learning-rates"),
-                              batch_size=args.batch_size, context_length=args.context_length,
-                              quantizations=_names(args.quant), probe_limit=args.probe_limit)
+    given = {"attacks": args.attacks and _names(args.attacks),
+             "steps": args.steps and _numbers(args.steps, int, "--steps"),
+             "learning_rates": args.learning_rates and _numbers(args.learning_rates, float, "--learning-rates"),
+             "batch_size": args.batch_size, "context_length": args.context_length,
+             "quantizations": args.quant and _names(args.quant), "probe_limit": args.probe_limit}
+    settings = AttackSettings(**{key: value for key, value in given.items() if value is not None})
     plan = plan_attacks(args.run, suite=args.suite, base=args.base, gold=args.gold, only=args.only,
                         data_dir=args.data_dir, out=args.out, settings=settings, forget_text=args.forget_text,
                         unrelated_text=args.unrelated_text, text_field=args.text_field, probe_data=args.probe_data,
