@@ -141,6 +141,24 @@ def test_last_token_hidden_states_ignore_padding(tiny_model, tiny_tokenizer):
     assert torch.allclose(together, alone, atol=1e-4)
 
 
+# ---------------------------------------------------------------------------------- relearning checkpoints
+def test_constant_schedule_checkpoint_is_the_shorter_run(tiny_model, tiny_tokenizer):
+    """Step 2 of a 3-step relearning run is the model of a 2-step run: one run serves every step count."""
+    import copy
+
+    from obliviate.evaluation.relearning import relearn
+
+    texts = [TINY_TEXT]
+    short, long = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
+    relearn(short, tiny_tokenizer, texts, steps=2, learning_rate=1e-3, context_length=16, schedule="constant")
+    seen = {}
+    relearn(long, tiny_tokenizer, texts, steps=3, learning_rate=1e-3, context_length=16, schedule="constant",
+            on_step=lambda step: seen.setdefault(step, {k: v.clone() for k, v in long.state_dict().items()}))
+    assert sorted(seen) == [1, 2, 3]
+    assert all(torch.allclose(seen[2][k], v, atol=1e-6) for k, v in short.state_dict().items())
+    assert not all(torch.equal(seen[3][k], v) for k, v in short.state_dict().items())
+
+
 # ---------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def attack_kit(tmp_path_factory, tiny_model_dir):

@@ -49,7 +49,8 @@ def plan_units(plan: AttackPlan) -> list[Unit]:
             units += [Unit(f"relearn:{text}:{lr:g}", "relearn",
                            {"text": text, "learning_rate": lr, "steps": sorted(set(settings.steps)),
                             "batch_size": settings.batch_size, "context_length": settings.context_length,
-                            "seed": settings.seed}) for text in plan.texts for lr in settings.learning_rates]
+                            "seed": settings.seed, "schedule": "constant"})
+                      for text in plan.texts for lr in settings.learning_rates]
         elif attack == "quantize":
             units += [Unit(f"quantize:{scheme}", "quantize", {"scheme": scheme}) for scheme in settings.quantizations]
         elif attack == "probes":
@@ -159,7 +160,7 @@ def _run_unit(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]
 
     relearn(attacked, tokenizer, plan.texts[params["text"]][1], steps=max(checkpoints),
             learning_rate=params["learning_rate"], batch_size=params["batch_size"],
-            context_length=params["context_length"], on_step=on_step, seed=params["seed"],
+            context_length=params["context_length"], on_step=on_step, seed=params["seed"], schedule="constant",
             desc=f"relearn on {params['text']} text, lr {params['learning_rate']:g}")
     del attacked
     return records

@@ -39,20 +39,23 @@ class RelearningSpec:
 
 
 def relearn(model, tokenizer, texts: list[str], *, steps: int, learning_rate: float, batch_size: int = 2,
-            context_length: int = 256, on_step=None, desc: str = "relearning attack", seed: int = 0):
+            context_length: int = 256, on_step=None, desc: str = "relearning attack", seed: int = 0,
+            schedule: str = "linear"):
     """Fine-tune ``model`` in place on ``texts`` for ``steps`` optimizer steps (the relearning attack).
 
     Args:
         model: the model to attack (a copy: it is trained in place).
         tokenizer: its tokenizer.
         texts: the attack's text, cut into blocks of ``context_length`` tokens.
-        steps: optimizer steps (AdamW, linear decay to 0 over ``steps``).
+        steps: optimizer steps (AdamW).
         learning_rate: AdamW peak learning rate.
         batch_size: blocks per step.
         context_length: tokens per block.
         on_step: ``on_step(step)`` called after each optimizer step (e.g. to evaluate checkpoints).
         desc: progress-bar label.
         seed: data order.
+        schedule: "linear" (decay to 0 over ``steps``, the relearning metric's) or "constant" (step s is
+            the same model whatever ``steps`` is: checkpoints of one run stand for shorter runs).
 
     Returns:
         The training loop's ``TrainResult``.
@@ -65,7 +68,8 @@ def relearn(model, tokenizer, texts: list[str], *, steps: int, learning_rate: fl
     method = FineTune()
     if on_step is not None:
         method.on_step = on_step  # the loop's per-step hook (obliviate.train.train)
-    config = TrainConfig(max_steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+    config = TrainConfig(max_steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                         schedule=schedule)
     return train(model, method, [{"input_ids": b} for b in blocks.train], config, pad_id=tokenizer.pad_token_id,
                  desc=desc)
 
