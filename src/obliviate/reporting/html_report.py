@@ -437,6 +437,9 @@ def _attacks_section(run_dir: Path) -> str:
             if line:
                 ax.plot([x for x, _ in line], [y for _, y in line], "-o", color=color[model], markersize=3,
                         linewidth=1, label=model)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axhline(0.5, color="#999", linewidth=0.6, linestyle=":")
         ax.set_title("latent knowledge: held-out probe accuracy", fontsize=9)
         ax.set_xlabel("layer (0: embeddings)", fontsize=8)
