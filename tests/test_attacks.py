@@ -306,6 +306,8 @@ BAD = [
     ("unknown quantization", lambda k: ["--quant", "q2_k"], "unknown quantization 'q2_k'"),
     ("bad steps", lambda k: ["--steps", "five"], "--steps takes comma-separated numbers"),
     ("unknown metric", lambda k: ["--only", "nope"], "--only names 'nope'"),
+    ("missing gold", lambda k: ["--gold", str(k["folder"] / "no_gold")], "gold model: model"),
+    ("zero batch", lambda k: ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("missing probe data", lambda k: ["--attacks", "probes", "--probe-data", str(k["folder"] / "none.jsonl")],
      "--probe-data"),
 ]
