@@ -159,6 +159,13 @@ def test_constant_schedule_checkpoint_is_the_shorter_run(tiny_model, tiny_tokeni
     assert not all(torch.equal(seen[3][k], v) for k, v in short.state_dict().items())
 
 
+def test_every_attack_has_a_runner():
+    from obliviate.attacks.plan import ATTACKS
+    from obliviate.attacks.run import UNIT_RUNNERS
+
+    assert set(UNIT_RUNNERS) == {"none", *ATTACKS}
+
+
 # ---------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def attack_kit(tmp_path_factory, tiny_model_dir):

@@ -109,43 +109,49 @@ def _metric_records(model, tokenizer, specs, ctx, base: dict) -> list[dict]:
     return records
 
 
-def _run_unit(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
-    """The records of one unit on one loaded model (never modified: attacks work on copies)."""
+def _unattacked(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
+    return _metric_records(model, tokenizer, plan.metrics, ctx, {"attack": "none", "variant": "none"})
+
+
+def _prompt_attack(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
+    """The suite's robustness prompts; with TOFU, the forget answers after the original and the paraphrased
+    questions (the original ones recorded as the unattacked level)."""
+    records = _metric_records(model, tokenizer, plan.prompt_metrics, ctx, {"attack": "prompts", "variant": "prompts"})
+    if plan.paraphrases:
+        from obliviate.attacks.prompts import answer_probability
+
+        answers = [item.answer for item in plan.paraphrases]
+        for attack, variant, questions in (
+                ("none", "none", [item.question for item in plan.paraphrases]),
+                ("prompts", "paraphrased questions", [item.paraphrased_question for item in plan.paraphrases])):
+            records.append({"attack": attack, "variant": variant, "metric": "tofu_forget_answer_prob",
+                            "family": "tofu_prompt", "group": "forget", "higher_is_better": False, "n": len(answers),
+                            "value": answer_probability(model, tokenizer, questions, answers)})
+    return records
+
+
+def _quantize_attack(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
+    from obliviate.attacks.quantize import quantized_copy
+
+    rounded, count = quantized_copy(model, unit.params["scheme"])
+    return _metric_records(rounded, tokenizer, plan.metrics, ctx,
+                           {"attack": "quantize", "variant": unit.params["scheme"], "matrices": count})
+
+
+def _probe_attack(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
+    from obliviate.attacks.probes import layer_probe_accuracies
+
+    accuracies = layer_probe_accuracies(model, tokenizer, plan.probe_items)
+    held_out = 2 * (len(plan.probe_items) // 2)  # a true and a false answer per odd-numbered question
+    return [{"attack": "probes", "variant": f"layer {layer}", "layer": layer, "metric": "probe_accuracy",
+             "family": "probe", "group": "forget", "value": value, "higher_is_better": False, "n": held_out}
+            for layer, value in enumerate(accuracies)]
+
+
+def _relearn_attack(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]:
+    """One fine-tuning run on a copy (constant learning rate), the metrics at each checkpoint step."""
     import copy
 
-    if unit.attack == "none":
-        return _metric_records(model, tokenizer, plan.metrics, ctx, {"attack": "none", "variant": "none"})
-    if unit.attack == "prompts":
-        records = _metric_records(model, tokenizer, plan.prompt_metrics, ctx, {"attack": "prompts",
-                                                                               "variant": "prompts"})
-        if plan.paraphrases:  # TOFU: the same answers after the original and after the paraphrased questions
-            from obliviate.attacks.prompts import answer_probability
-
-            answers = [item.answer for item in plan.paraphrases]
-            for variant, questions in (("none", [i.question for i in plan.paraphrases]),
-                                       ("paraphrased questions", [i.paraphrased_question for i in plan.paraphrases])):
-                records.append({"attack": "none" if variant == "none" else "prompts", "variant": variant,
-                                 "metric": "tofu_forget_answer_prob", "family": "tofu_prompt", "group": "forget",
-                                 "value": answer_probability(model, tokenizer, questions, answers),
-                                 "higher_is_better": False, "n": len(answers)})
-        return records
-    if unit.attack == "quantize":
-        from obliviate.attacks.quantize import quantized_copy
-
-        rounded, count = quantized_copy(model, unit.params["scheme"])
-        records = _metric_records(rounded, tokenizer, plan.metrics, ctx,
-                                  {"attack": "quantize", "variant": unit.params["scheme"], "matrices": count})
-        del rounded
-        return records
-    if unit.attack == "probes":
-        from obliviate.attacks.probes import layer_probe_accuracies
-
-        accuracies = layer_probe_accuracies(model, tokenizer, plan.probe_items)
-        held = len(plan.probe_items) // 2
-        return [{"attack": "probes", "variant": f"layer {layer}", "layer": layer, "metric": "probe_accuracy",
-                 "family": "probe", "group": "forget", "value": value, "higher_is_better": False,
-                 "n": 2 * held} for layer, value in enumerate(accuracies)]
-    # relearn: one fine-tuning run, the metrics at each checkpoint step
     from obliviate.evaluation.relearning import relearn
 
     params, records = unit.params, []
@@ -160,10 +166,14 @@ def _run_unit(plan: AttackPlan, unit: Unit, model, tokenizer, ctx) -> list[dict]
 
     relearn(attacked, tokenizer, plan.texts[params["text"]][1], steps=max(checkpoints),
             learning_rate=params["learning_rate"], batch_size=params["batch_size"],
-            context_length=params["context_length"], on_step=on_step, seed=params["seed"], schedule="constant",
-            desc=f"relearn on {params['text']} text, lr {params['learning_rate']:g}")
-    del attacked
+            context_length=params["context_length"], on_step=on_step, seed=params["seed"],
+            schedule=params["schedule"], desc=f"relearn on {params['text']} text, lr {params['learning_rate']:g}")
     return records
+
+
+# unit.attack -> run(plan, unit, model, tokenizer, ctx) -> records; each works on copies, never on ``model``
+UNIT_RUNNERS = {"none": _unattacked, "prompts": _prompt_attack, "quantize": _quantize_attack,
+                "probes": _probe_attack, "relearn": _relearn_attack}
 
 
 def run_attacks(plan: AttackPlan, progress: bool = False) -> dict:
@@ -206,7 +216,7 @@ def run_attacks(plan: AttackPlan, progress: bool = False) -> dict:
                 print(f"[{unit.id} / {name}] ...", file=sys.stderr, flush=True)
                 start = time.perf_counter()
                 try:
-                    records = _run_unit(plan, unit, loaded.model, loaded.tokenizer, ctx)
+                    records = UNIT_RUNNERS[unit.attack](plan, unit, loaded.model, loaded.tokenizer, ctx)
                 except SkippedMetric as exc:
                     records = [{"attack": unit.attack, "variant": unit.id, "metric": None, "skipped": str(exc)}]
                 finished = {"inputs_sha256": inputs, "unit": asdict(unit), "model": name,
