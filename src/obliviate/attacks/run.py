@@ -192,6 +192,10 @@ def run_attacks(plan: AttackPlan, progress: bool = False) -> dict:
     from obliviate.runs import atomic_write_json
 
     units = plan_units(plan)
+    evaluations = sum(len(u.params["steps"]) if u.attack == "relearn" else u.attack != "probes" for u in units)
+    print(f"attack: {len(units)} units x {len(plan.models)} models ({', '.join(plan.models)}); "
+          f"{evaluations} evaluations of {len(plan.metrics)} metrics per model (fewer: --only, --steps, --limit)",
+          file=sys.stderr)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx = MetricContext(data_dir=plan.suite.data_dir, device=device, progress=progress,
                         specs={s.name: s for s in plan.suite.metrics})
