@@ -190,12 +190,14 @@ def attack_kit(tmp_path_factory, tiny_model_dir):
     suite = {"name": "tiny_attack", "metrics": [
         {"name": "reference_probability", "type": "token_probability", "group": "forget", "prompts": "probe.jsonl"},
         {"name": "trivia", "type": "qa", "group": "forget", "data": "trivia.jsonl"},
+        {"name": "forget_perplexity", "type": "perplexity", "group": "forget",  # not re-run: not named below
+         "texts": {"files": ["forget.txt"], "chunk_chars": 200}},
         {"name": "general_perplexity", "type": "perplexity", "group": "utility",
          "texts": {"files": ["general.txt"], "chunk_chars": 200}},
         {"name": "other_languages", "type": "token_probability", "group": "robustness",
          "prompts": "other_languages.jsonl"},
         {"name": "relearning", "type": "relearning", "group": "robustness", "texts": {"files": ["forget.txt"]},
-         "steps": 2, "context_length": 16, "metrics": ["trivia"]},
+         "steps": 2, "context_length": 16, "metrics": ["reference_probability", "trivia"]},
     ]}
     (folder / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
     run = folder / "run"

@@ -35,8 +35,8 @@ def add_attack_parser(subparsers) -> None:
     p.add_argument("run", help="run folder of `obliviate unlearn`, `whp` or a bench qa run, or a model with --base")
     p.add_argument("--suite", required=True, help="suite whose metrics are re-run after each attack "
                                                   "(YAML or built-in name: harry_potter, tofu_forget01...)")
-    p.add_argument("--only", action="append", help="re-run only this metric (repeatable; default: the suite's "
-                                                   "forget metrics, and its robustness prompts)")
+    p.add_argument("--only", action="append", help="re-run only this metric (repeatable; default: those the "
+                                                   "suite's relearning metric re-runs, else its forget metrics)")
     p.add_argument("--base", help="the model it was unlearned from (default: the run's `model` setting)")
     p.add_argument("--gold", metavar="MODEL", help="the gold model, trained without the forget data (a control)")
     defaults = AttackSettings()  # the defaults live in the dataclass only; shown here

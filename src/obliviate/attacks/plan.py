@@ -176,7 +176,8 @@ def plan_attacks(run: str, *, suite: str, base: str | None = None, gold: str | N
         suite: the suite whose metrics are re-run (YAML or built-in name).
         base: the base model (default: the run's ``model`` setting).
         gold: the gold model trained without the forget data, if any.
-        only: re-run only these metrics of the suite (default: its forget metrics).
+        only: re-run only these metrics of the suite (default: those its relearning metric re-runs, else
+            its forget metrics; its robustness prompts are the prompt attacks).
         data_dir: the suite's data folder.
         out: where the attack results go (default ``RUN/attacks``; required for a model spec).
         settings: the attack settings (default :class:`AttackSettings`).
@@ -224,7 +225,13 @@ def plan_attacks(run: str, *, suite: str, base: str | None = None, gold: str | N
     from obliviate.evaluation.suite import RERUNNING_TYPES
 
     specs = [s for s in loaded.metrics if s.type not in RERUNNING_TYPES]
-    chosen = [s for s in specs if s.name in only] if only else [s for s in specs if s.group == "forget"]
+    relearning = next((s for s in loaded.metrics if s.type == "relearning"), None)
+    if only:
+        chosen = [s for s in specs if s.name in only]
+    elif relearning is not None:  # the measures the suite's author re-runs after an attack
+        chosen = [s for s in specs if s.name in relearning.metrics]
+    else:
+        chosen = [s for s in specs if s.group == "forget"]
     metrics = [s for s in chosen if s.group != "robustness"]
     prompt_metrics = [s for s in (chosen if only else specs) if s.group == "robustness"]
     if not metrics:
