@@ -35,6 +35,7 @@ SPECS = {
                              "nonmembers": {"files": ["other.txt"], "chunk_chars": 100}},
     "relearning": {"texts": {"files": ["forget.txt"]}, "steps": 1, "context_length": 32,
                    "metrics": ["familiarity", "qa"]},
+    "quantization": {"scheme": "gguf_q4_0", "metrics": ["qa"]},
     "toxicity": {"classifier": "clf", "toxic_prompts": 2, "nontoxic_prompts": 1, "n_samples": 2,
                  "max_new_tokens": 4, "benign_perplexity_texts": 1},
     "tofu": {"folder": "tofu", "max_new_tokens": 4},

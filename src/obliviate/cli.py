@@ -397,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     from obliviate.provenance_cli import add_provenance_parsers
 
     add_provenance_parsers(sub)
+    from obliviate.attack_cli import add_attack_parser
+
+    add_attack_parser(sub)
     return parser
 
 

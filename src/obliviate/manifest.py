@@ -11,7 +11,7 @@ from pathlib import Path
 from obliviate.hashing import file_hash
 from obliviate.runs import RunFolder, atomic_write_json
 
-__all__ = ["file_hash", "package_versions", "write_manifest", "manifest_hash", "publish"]
+__all__ = ["file_hash", "package_versions", "write_manifest", "manifest_hash", "publish", "add_attacks_to_manifest"]
 
 PACKAGES = ("obliviate", "torch", "transformers", "accelerate", "peft", "safetensors", "tokenizers", "lm_eval")
 
@@ -59,6 +59,7 @@ def write_manifest(folder: RunFolder, *, method: str, base_model: str, config: d
                    for name, info in state.items()},
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
         "meta_search": _search_summary(folder.path / "search.json"),
+        "attacks": _attacks_summary(folder.path / "attacks" / "attacks.json"),
         "versions": package_versions(),
     }
     atomic_write_json(folder.path / "manifest.json", manifest)
@@ -72,6 +73,24 @@ def _search_summary(path: Path) -> dict | None:
     search = json.loads(path.read_text())
     return {"file": "search.json", "sha256": file_hash(path), "best": search.get("best"),
             "trials": len(search.get("trials", [])), "objective": search.get("objective")}
+
+
+def _attacks_summary(path: Path) -> dict | None:
+    """The attacks of ``obliviate attack`` on this run (their settings), if any."""
+    if not path.is_file():
+        return None
+    attacks = json.loads(path.read_text())
+    return {"file": str(Path("attacks") / path.name), "sha256": file_hash(path), "settings": attacks.get("settings"),
+            "models": attacks.get("models")}
+
+
+def add_attacks_to_manifest(run_dir, attacks_path) -> None:
+    """Record ``obliviate attack``'s settings in a finished run's manifest.json (absent: nothing to do)."""
+    path = Path(run_dir) / "manifest.json"
+    if path.is_file() and Path(attacks_path).resolve().parent == (Path(run_dir) / "attacks").resolve():
+        manifest = json.loads(path.read_text())
+        manifest["attacks"] = _attacks_summary(Path(attacks_path))
+        atomic_write_json(path, manifest)
 
 
 def manifest_hash(run_dir) -> str | None:

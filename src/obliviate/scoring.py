@@ -7,6 +7,7 @@ In the manner of lm-evaluation-harness, every metric reaches the model through t
 - `sequence_token_logprobs`: log p(token_t | tokens_<t) over whole texts (rolling windows if long).
 - `generate`: batched greedy or sampled continuations (left padding).
 - `next_token_distribution`: p(next token | prompt) over the whole vocabulary.
+- `last_token_hidden_states`: every layer's hidden state at each text's last token (linear probes).
 
 All of them put the model in eval mode (restoring its training flag afterwards), run under
 `torch.inference_mode()`, batch the inputs and, with `progress=True`, show a tqdm bar counting
@@ -33,6 +34,7 @@ __all__ = [
     "sequence_token_logprobs",
     "generate",
     "next_token_distribution",
+    "last_token_hidden_states",
     "model_context_length",
 ]
 
@@ -517,3 +519,38 @@ def next_token_distribution(model, tokenizer, prompts: list[str], batch_size: in
     if not rows:
         return torch.empty((0, 0))
     return torch.stack(rows)
+
+
+def last_token_hidden_states(model, tokenizer, texts: list[str], batch_size: int = 8) -> torch.Tensor:
+    """Hidden states of every layer at each text's last token.
+
+    Args:
+        model: Hugging Face causal LM, already on its device.
+        tokenizer: its tokenizer (not modified).
+        texts: texts, encoded with `tokenizer(text)` and left-padded (each must give a token).
+        batch_size: texts per forward pass.
+
+    Returns:
+        A float32 CPU tensor of shape (L + 1, N, H): the embedding output, then each layer's.
+
+    Raises:
+        DataError: a text gives no token.
+    """
+    encoded = [list(tokenizer(text)["input_ids"]) for text in texts]
+    if any(not ids for ids in encoded):
+        raise DataError("a probe text gives no token; give non-empty texts.")
+    pad_id, device = _pad_id(tokenizer), _device(model)
+    rows: list[torch.Tensor | None] = [None] * len(texts)
+    with _eval_mode(model):
+        for batch in _batches_by_length([len(ids) for ids in encoded], batch_size):
+            input_ids, attention_mask = _pad([encoded[i] for i in batch], pad_id, "left", device)
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "output_hidden_states": True}
+            if _accepts_position_ids(model):
+                kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            hidden = model(**kwargs).hidden_states  # L + 1 tensors (B, T, H); left padding: last column is real
+            stacked = torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu()  # (B, L + 1, H)
+            for row, i in enumerate(batch):
+                rows[i] = stacked[row]
+    if not rows:
+        return torch.empty((0, 0, 0))
+    return torch.stack(rows, dim=1)  # (L + 1, N, H)

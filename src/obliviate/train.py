@@ -35,6 +35,7 @@ from obliviate.sharpness import check_sharpness_aware, sharpness_aware_backward
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+SCHEDULES = ("linear", "constant")  # learning-rate schedules after warm-up
 # Experiment trackers Hugging Face Accelerate reports to (its LoggerType, "all" left out) -> the module each needs.
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
             "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}
@@ -63,6 +64,9 @@ class TrainConfig:
     # perturbation of this L2 radius (one extra forward/backward of the forget term per micro-batch; 0 = off);
     # see obliviate.sharpness
     sam_rho: float = field(default=0.0, metadata=ADDED_SETTING)
+    # learning-rate schedule after warm-up: "linear" decays to 0 at the last step; "constant" keeps the peak,
+    # so step s of a run is the same model whatever the run's length (the relearning attack's checkpoints)
+    schedule: str = field(default="linear", metadata=ADDED_SETTING)
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Range rules (see :func:`obliviate.config.validate`)."""
@@ -77,7 +81,8 @@ class TrainConfig:
                 ("mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"),
                 ("report_to", all(name in TRACKERS for name in self.report_to),
                  f"a list of trackers among {', '.join(TRACKERS)} (empty: none)"),
-                ("sam_rho", self.sam_rho >= 0, ">= 0 (0 = no sharpness-aware step)")]
+                ("sam_rho", self.sam_rho >= 0, ">= 0 (0 = no sharpness-aware step)"),
+                ("schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}")]
 
 
 def check_trackers(names) -> None:
@@ -216,7 +221,7 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     from obliviate.runs import distributed_state, use_cpu
 
@@ -263,8 +268,10 @@ def train(model, method, train_examples: list[dict], config: TrainConfig, *, hel
     # micro-batches per epoch, and one optimizer step takes batch_size x grad_accum x processes examples
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    scheduler = accelerator.prepare(
-        get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps))
+    warmup = int(config.warmup_ratio * total_steps)
+    schedule = (get_constant_schedule_with_warmup(optimizer, warmup) if config.schedule == "constant"
+                else get_linear_schedule_with_warmup(optimizer, warmup, total_steps))
+    scheduler = accelerator.prepare(schedule)
     heldout_loader = None
     if heldout_examples:
         heldout_loader = accelerator.prepare(torch.utils.data.DataLoader(

@@ -4,7 +4,7 @@
   writer of ``metrics.json`` / ``samples.jsonl``.
 - ``registry``: ``METRICS``, every metric type registered once; each family owns its module
   (``familiarity``, ``token_probability``, ``qa``, ``perplexity``, ``general_ability``, ``mia``,
-  ``relearning``, ``toxicity``, ``tofu``) with its spec and compute function.
+  ``relearning``, ``quantization``, ``toxicity``, ``tofu``) with its spec and compute function.
 - ``suite``: load a suite file and run it (``obliviate eval``).
 - ``summary``: the before/after evaluation at the end of a run, three ordinary suite metrics.
 

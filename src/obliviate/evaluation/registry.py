@@ -16,6 +16,7 @@ from obliviate.evaluation.general_ability import GeneralAbilitySpec, compute_gen
 from obliviate.evaluation.mia import MembershipSpec, compute_membership
 from obliviate.evaluation.perplexity import PerplexitySpec, compute_perplexity
 from obliviate.evaluation.qa import QASpec, compute_qa
+from obliviate.evaluation.quantization import QuantizationSpec, compute_quantization
 from obliviate.evaluation.relearning import RelearningSpec, compute_relearning
 from obliviate.evaluation.tofu import TofuSpec, compute_tofu
 from obliviate.evaluation.token_probability import TokenProbabilitySpec, compute_token_probability
@@ -47,6 +48,7 @@ METRICS = {
     "general_ability": Metric(GeneralAbilitySpec, compute_general_ability, "general"),
     "membership_inference": Metric(MembershipSpec, compute_membership, "mia"),
     "relearning": Metric(RelearningSpec, compute_relearning, "relearn"),
+    "quantization": Metric(QuantizationSpec, compute_quantization, "quantization"),
     "toxicity": Metric(ToxicitySpec, compute_toxicity, "toxicity"),
     "tofu": Metric(TofuSpec, compute_tofu, "tofu"),
     "cloze": Metric(ClozeSpec, compute_cloze, "cloze"),

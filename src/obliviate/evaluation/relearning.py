@@ -13,7 +13,7 @@ from obliviate.errors import SkippedMetric
 from obliviate.evaluation.data import Texts, read_texts
 from obliviate.evaluation.result import MetricContext, MetricResult
 
-__all__ = ["RelearningSpec", "compute_relearning"]
+__all__ = ["RelearningSpec", "relearn", "compute_relearning"]
 
 
 @dataclass
@@ -38,6 +38,42 @@ class RelearningSpec:
         ]
 
 
+def relearn(model, tokenizer, texts: list[str], *, steps: int, learning_rate: float, batch_size: int = 2,
+            context_length: int = 256, on_step=None, desc: str = "relearning attack", seed: int = 0,
+            schedule: str = "linear"):
+    """Fine-tune ``model`` in place on ``texts`` for ``steps`` optimizer steps (the relearning attack).
+
+    Args:
+        model: the model to attack (a copy: it is trained in place).
+        tokenizer: its tokenizer.
+        texts: the attack's text, cut into blocks of ``context_length`` tokens.
+        steps: optimizer steps (AdamW).
+        learning_rate: AdamW peak learning rate.
+        batch_size: blocks per step.
+        context_length: tokens per block.
+        on_step: ``on_step(step)`` called after each optimizer step (e.g. to evaluate checkpoints).
+        desc: progress-bar label.
+        seed: data order.
+        schedule: "linear" (decay to 0 over ``steps``, the relearning metric's) or "constant" (step s is
+            the same model whatever ``steps`` is: checkpoints of one run stand for shorter runs).
+
+    Returns:
+        The training loop's ``TrainResult``.
+    """
+    from obliviate.corpus import make_blocks
+    from obliviate.methods import FineTune
+    from obliviate.train import TrainConfig, train
+
+    blocks = make_blocks(texts, tokenizer, context_length, heldout_fraction=0)
+    method = FineTune()
+    if on_step is not None:
+        method.on_step = on_step  # the loop's per-step hook (obliviate.train.train)
+    config = TrainConfig(max_steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                         schedule=schedule)
+    return train(model, method, [{"input_ids": b} for b in blocks.train], config, pad_id=tokenizer.pad_token_id,
+                 desc=desc)
+
+
 def compute_relearning(model, tokenizer, spec: RelearningSpec, ctx: MetricContext) -> MetricResult:
     """Re-run ``spec.metrics`` on a copy of the model fine-tuned ``spec.steps`` steps on ``spec.texts``.
 
@@ -46,16 +82,11 @@ def compute_relearning(model, tokenizer, spec: RelearningSpec, ctx: MetricContex
     """
     import copy
 
-    from obliviate.corpus import make_blocks
-    from obliviate.methods import FineTune
-    from obliviate.train import TrainConfig, train
-
     before = {name: ctx.results[name].get("value") for name in spec.metrics if name in ctx.results}
-    blocks = make_blocks(read_texts(spec.texts, ctx.data_dir), tokenizer, spec.context_length, heldout_fraction=0)
     attacked = copy.deepcopy(model)
-    config = TrainConfig(max_steps=spec.steps, learning_rate=spec.learning_rate, batch_size=spec.batch_size)
-    train(attacked, FineTune(), [{"input_ids": b} for b in blocks.train], config, pad_id=tokenizer.pad_token_id,
-          desc=f"{spec.name} (relearning attack)")
+    relearn(attacked, tokenizer, read_texts(spec.texts, ctx.data_dir), steps=spec.steps,
+            learning_rate=spec.learning_rate, batch_size=spec.batch_size, context_length=spec.context_length,
+            desc=f"{spec.name} (relearning attack)")
     after = {name: ctx.compute(attacked, tokenizer, ctx.specs[name]).value for name in spec.metrics}
     del attacked
     came_back = {name: after[name] - before[name] for name in spec.metrics

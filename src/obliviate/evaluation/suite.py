@@ -21,6 +21,8 @@ from obliviate.evaluation.result import GROUPS, MetricContext, MetricResult
 
 __all__ = ["Suite", "builtin_suites", "load_suite", "make_suite", "compute_metric", "run_suite"]
 
+# Attack metrics that re-run other metrics of the suite on an attacked copy (named in their ``metrics``).
+RERUNNING_TYPES = ("relearning", "quantization")
 # Keys a suite file may never set: they decide which secret leaves the machine (see load_suite).
 COMMAND_LINE_ONLY = {"judge_api_key_env": "--judge-api-key-env"}
 
@@ -114,7 +116,7 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
 
     Raises:
         ConfigError: duplicate names, an unknown group, an out-of-range or non-finite number, or a
-            relearning metric naming no other metric.
+            relearning or quantization metric naming no other metric.
         DataError: a data file a spec names is missing.
     """
     where = path or f"suite '{name}'"
@@ -127,10 +129,10 @@ def make_suite(name: str, specs: list, data_dir=None, path: str = "", source: by
         _check_spec(spec, where, spec.name)
         names.add(spec.name)
     for spec in specs:
-        if spec.type == "relearning":
+        if spec.type in RERUNNING_TYPES:
             missing = [m for m in spec.metrics if m not in names or m == spec.name]
             if missing or not spec.metrics:
-                raise ConfigError(f"{where}: relearning metric '{spec.name}' must name other metrics of the suite "
+                raise ConfigError(f"{where}: {spec.type} metric '{spec.name}' must name other metrics of the suite "
                                   f"to re-run (unknown: {', '.join(missing) or 'none given'})")
     from obliviate.corpus import source_sha256
 
@@ -213,7 +215,7 @@ def _cache_key(weights_hash: str, spec, suite: Suite, ctx: MetricContext) -> str
 
     payload = {"weights": weights_hash, "spec": asdict(spec), "suite": suite.sha256, "version": __version__,
                "record": "MetricResult", "judge_url": ctx.judge_url}
-    if spec.type == "relearning":
+    if spec.type in RERUNNING_TYPES:
         payload["relearned"] = [asdict(s) for s in suite.metrics if s.name in spec.metrics]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -256,7 +258,7 @@ def run_suite(model, tokenizer, suite: Suite, weights_hash: str, *, model_spec: 
     cache = cache_root() / "metric_cache"
     start = time.perf_counter()
     metrics = {}
-    ordered = sorted(suite.metrics, key=lambda s: s.type == "relearning")  # relearning last
+    ordered = sorted(suite.metrics, key=lambda s: s.type in RERUNNING_TYPES)  # attacks last
     for spec in ordered:
         if only and spec.name not in only:
             continue

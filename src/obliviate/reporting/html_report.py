@@ -390,6 +390,88 @@ def _curves_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _attacks_section(run_dir: Path) -> str:
+    """Relearning curves, probe accuracy per layer, and the table of surviving gap shares (attacks/attacks.json)."""
+    attacks = _read_json(run_dir / "attacks" / "attacks.json")
+    if not isinstance(attacks, dict) or not isinstance(attacks.get("gap"), list):
+        return _note("No attacks/attacks.json in this run folder: run `obliviate attack RUN --suite SUITE` to attack "
+                     "the unlearned model and its controls.")
+    rows = [r for r in attacks["gap"] if isinstance(r, dict) and isinstance(r.get("levels"), dict)]
+    models = list(attacks.get("models") or {"unlearned": 0, "base": 0})
+    color = {m: COLORS[i % len(COLORS)] for i, m in enumerate(models)}
+    images = []
+    curves: dict[tuple, list] = {}
+    for r in rows:
+        if r["attack"] == "relearn" and _is_number(r.get("step")):
+            curves.setdefault((r["metric"], r.get("text")), []).append(r)
+    for (metric, text), points in curves.items():
+        fig = _figure(4.6, 2.9)
+        ax = fig.add_subplot()
+        rates = sorted({p.get("learning_rate") for p in points}, key=lambda x: (x is None, x))
+        for model in models:
+            for style, rate in zip(("-o", "--s", ":^", "-.v"), rates):
+                line = sorted((p["step"], p["levels"].get(model)) for p in points
+                              if p.get("learning_rate") == rate and _is_number(p["levels"].get(model)))
+                if line:
+                    ax.plot([x for x, _ in line], [y for _, y in line], style, color=color[model], markersize=3,
+                            linewidth=1, label=f"{model}, lr {rate:g}")
+            before = (points[0].get("levels_without_attack") or {}).get(model)
+            if _is_number(before):
+                ax.axhline(before, color=color[model], linewidth=0.6, alpha=0.5)
+        ax.set_xscale("log")
+        ticks = sorted({p["step"] for p in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_title(f"{metric}: relearning on {text} text", fontsize=9)
+        ax.set_xlabel("attack steps (faint lines: no attack)", fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+        images.append(_img(fig, f"relearning curves of {metric} on {text} text"))
+    probes = [r for r in rows if r["attack"] == "probes" and _is_number(r.get("layer"))]
+    if probes:
+        fig = _figure(4.6, 2.9)
+        ax = fig.add_subplot()
+        for model in models:
+            line = sorted((r["layer"], r["levels"].get(model)) for r in probes if _is_number(r["levels"].get(model)))
+            if line:
+                ax.plot([x for x, _ in line], [y for _, y in line], "-o", color=color[model], markersize=3,
+                        linewidth=1, label=model)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.axhline(0.5, color="#999", linewidth=0.6, linestyle=":")
+        ax.set_title("latent knowledge: held-out probe accuracy", fontsize=9)
+        ax.set_xlabel("layer (0: embeddings)", fontsize=8)
+        ax.set_ylabel("accuracy (true vs false answer)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+        images.append(_img(fig, "probe accuracy per layer"))
+    has_gold = "gold" in models
+    head = ("<tr><th>attack</th><th>metric</th>" + "".join(f"<th>{_e(m)} + attack</th>" for m in models)
+            + "".join(f"<th>{_e(m)}</th>" for m in models) + "<th>gap share vs base</th>"
+            + ("<th>gap share vs gold</th>" if has_gold else "") + "</tr>")
+    body = []
+    for r in rows:
+        if r["attack"] == "probes":
+            continue
+        cells = [f"{_e(r['attack'])}: {_e(r.get('variant', ''))}", _e(r["metric"])]
+        before = r.get("levels_without_attack") or {}
+        numbers = [r["levels"].get(m) for m in models] + [before.get(m) for m in models] + [r.get("share_vs_base")]
+        numbers += [r.get("share_vs_gold")] if has_gold else []
+        cells += [format_number(float(x)) if _is_number(x) else "-" for x in numbers]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" if i < 2 else f'<td class="num">{c}</td>'
+                                     for i, c in enumerate(cells)) + "</tr>")
+    settings = attacks.get("settings") or {}
+    parts = [_note("Each attack is applied to the unlearned model and to its controls. Gap share: "
+                   "(m(base+A) - m(unlearned+A)) / (m(base) - m(unlearned)); 1 = the whole unlearning gap survives "
+                   "the attack, 0 = none of it; '-' where undefined (no gap)."),
+             '<div class="charts">' + "".join(images) + "</div>",
+             "<table>" + head + "".join(body) + "</table>",
+             f"<details><summary>attack settings</summary><pre>{_e(json.dumps(settings, indent=2))}</pre></details>"]
+    return "\n".join(parts)
+
+
 def _manifest_section(run_dir: Path, manifest) -> str:
     parts = []
     if manifest is None:
@@ -412,6 +494,7 @@ SECTIONS = (
     ("familiarity", "Per-prompt familiarity"),
     ("tokens", "Target token probabilities"),
     ("curves", "Training curves"),
+    ("attacks", "Attacks against controls"),
     ("manifest", "Manifest"),
 )
 
@@ -421,7 +504,8 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
 
     Sections: before/after table, bar charts per metric family, forget vs utility trade-off
     (this run's evaluations and those of ``extra_runs``), per-prompt familiarity, target-token
-    probability heat map, training and held-out loss curves from ``log.jsonl``, the manifest.
+    probability heat map, training and held-out loss curves from ``log.jsonl``, the attacks against
+    controls (``attacks/attacks.json`` of ``obliviate attack``), the manifest.
     A section whose data is absent holds a note instead.
 
     Args:
@@ -468,6 +552,7 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
         "familiarity": _familiarity_section(evaluations),
         "tokens": _tokens_section(evaluations),
         "curves": _curves_section(run_dir),
+        "attacks": _attacks_section(run_dir),
         "manifest": _manifest_section(run_dir, manifest),
     }
     nav = "<nav>" + "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in SECTIONS) + "</nav>"
