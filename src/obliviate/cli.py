@@ -137,19 +137,75 @@ def cmd_synthesize(args) -> int:
 
     if args.seeds and args.prompt:
         raise ConfigError("pass --seeds FILE or --prompt TEXT, not both")
-    check_sampling_settings(args.n, args.max_new_tokens, args.temperature, batch_size=args.batch_size)
+    scale_options = [name for name, value in (("--anchors", args.anchors), ("--summaries", args.summaries),
+                                              ("--trivia", args.trivia)) if value]
+    if args.token_budget is not None or scale_options:
+        return _synthesize_to_budget(args)
+    for name, value in (("--samples-per-seed", args.samples_per_seed), ("--dedup-threshold", args.dedup_threshold)):
+        if value is not None:
+            raise ConfigError(f"{name} works with --token-budget; add --token-budget N or drop {name}")
+    n = 64 if args.n is None else args.n
+    check_sampling_settings(n, args.max_new_tokens, args.temperature, args.top_p, batch_size=args.batch_size)
     check_output_file(args.out, "corpus file")
     seeds = load_seed_prompts(args.seeds) if args.seeds else [s.strip() for s in (args.prompt or []) if s.strip()]
     if not seeds:
         raise DataError("no seed prompts: pass --seeds FILE or --prompt TEXT")
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    texts = synthesize_records(loaded.model, loaded.tokenizer, seeds, args.n, max_new_tokens=args.max_new_tokens,
-                               temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+    texts = synthesize_records(loaded.model, loaded.tokenizer, seeds, n, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                               batch_size=args.batch_size)
     if not texts:
-        raise DataError(f"all {args.n} samples were empty or one repeated word, so nothing was written to "
+        raise DataError(f"all {n} samples were empty or one repeated word, so nothing was written to "
                         f"{display_path(args.out)}: raise --max-new-tokens or --n, or try another --model")
     write_corpus(texts, args.out)
     print(f"wrote {len(texts)} texts to {display_path(args.out)}")
+    return 0
+
+
+def _synthesize_to_budget(args) -> int:
+    """``synthesize --token-budget``: seeds from the target's dictionary, summaries and trivia; see synthesize_budget."""
+    from obliviate.dedup import DuplicateFilter
+    from obliviate.errors import ConfigError
+    from obliviate.jsonl import display_path
+    from obliviate.models import load_model
+    from obliviate.synthesize import check_sampling_settings, load_seed_prompts
+    from obliviate.synthesize_budget import stats_path, synthesize_to_budget
+    from obliviate.target_seeds import Seed, anchor_seeds, interleave, read_summaries, summary_seeds, trivia_seeds
+    from obliviate.whp.anchors import load_anchored_terms
+
+    if args.token_budget is None:
+        raise ConfigError("--anchors, --summaries and --trivia need --token-budget N (kept tokens to synthesize)")
+    if args.n is not None:
+        raise ConfigError("--n counts samples; with --token-budget the budget decides how many: drop --n")
+    if args.summaries and not args.anchors:
+        raise ConfigError("--summaries needs --anchors: the seeds are summary sentences up to a dictionary term")
+    if args.token_budget < 1:
+        raise ConfigError(f"--token-budget must be a whole number of at least 1, got {args.token_budget}")
+    samples_per_seed = 2 if args.samples_per_seed is None else args.samples_per_seed
+    threshold = 0.7 if args.dedup_threshold is None else args.dedup_threshold
+    check_sampling_settings(samples_per_seed, args.max_new_tokens, args.temperature, args.top_p, args.batch_size)
+    DuplicateFilter(threshold)  # refuse a bad threshold before loading anything
+    seeds = []
+    if args.anchors:
+        terms = load_anchored_terms(args.anchors)
+        seeds += anchor_seeds(terms)
+        if args.summaries:
+            seeds += summary_seeds(read_summaries(args.summaries), terms)
+    if args.trivia:
+        seeds += trivia_seeds(args.trivia)  # the tune half only: held-out trivia never becomes training text
+    if args.seeds:
+        seeds += [Seed(p, "file", "given") for p in load_seed_prompts(args.seeds)]
+    seeds += [Seed(p.strip(), "prompt", "given") for p in args.prompt or [] if p.strip()]
+    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    stats = synthesize_to_budget(loaded.model, loaded.tokenizer, interleave(seeds, args.seed), args.out,
+                                 args.token_budget, samples_per_seed=samples_per_seed,
+                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                                 batch_size=args.batch_size, seed=args.seed, dedup_threshold=threshold,
+                                 overwrite=args.overwrite, model_name=args.model)
+    dropped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in stats["samples"]["dropped"].items())
+    print(f"wrote {stats['samples']['kept']} texts ({stats['tokens']} tokens, budget {stats['token_budget']}; "
+          f"{stats['seeds_done']} of {stats['seeds_total']} seeds; dropped {dropped}) to {display_path(args.out)}; "
+          f"stats in {display_path(stats_path(args.out))}")
     return 0
 
 
@@ -304,16 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_anchors_propose)
 
-    p = sub.add_parser("synthesize", help="write a target corpus by sampling a model from seed prompts")
+    p = sub.add_parser("synthesize", help="write a target corpus by sampling a model from seed prompts",
+                       description="Sample texts about the target from a model. With --token-budget: seeds from the "
+                                   "anchored-terms dictionary (--anchors), the summaries (--summaries) and the tune "
+                                   "half of a trivia file (--trivia), de-duplicated, resumable, with a stats file.")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--seeds", help="file of seed prompts, one per line")
     p.add_argument("--prompt", action="append", help="a seed prompt (repeatable)")
-    p.add_argument("--n", type=int, default=64, help="number of texts")
+    p.add_argument("--n", type=int, help="number of texts (default 64; not with --token-budget)")
+    p.add_argument("--anchors", help="anchored-terms dictionary: seeds per term and kind (needs --token-budget)")
+    p.add_argument("--summaries", help="text file of summaries: sentence openings up to a term (needs --anchors)")
+    p.add_argument("--trivia", help="trivia JSONL (question, true_answer): tune-half questions as statements")
+    p.add_argument("--token-budget", type=int, help="stop when the kept texts hold this many tokens; resumable")
+    p.add_argument("--samples-per-seed", type=int, help="with --token-budget: samples per seed prompt (default 2)")
+    p.add_argument("--dedup-threshold", type=float,
+                   help="with --token-budget: word 3-gram Jaccard from which a text is a near duplicate "
+                        "(default 0.7; 1 drops exact duplicates only)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.9)
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="JSONL output file")
+    p.add_argument("--out", required=True, help="JSONL output file (with --token-budget also OUT.stats.json)")
+    p.add_argument("--overwrite", action="store_true", help="with --token-budget: start again instead of resuming")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
