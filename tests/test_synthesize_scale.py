@@ -297,6 +297,8 @@ SYNTH = ["synthesize", "--model", "{model}", "--max-new-tokens", "4", "--out", "
     (["--trivia", "{kit}/heldout_trivia.jsonl", "--token-budget", "100"], "no question falls in the tune half"),
     (["--token-budget", "100"], "no seed prompts"),
     (["--prompt", "Harry", "--token-budget", "100", "--out", "{kit}/not_a_synthesis.jsonl"], "cannot be resumed"),
+    (["--prompt", "Harry", "--token-budget", "100", "--out", "{kit}"], "is an existing folder"),
+    (["--prompt", "Harry", "--token-budget", "100", "--model", "{kit}/no_such_model"], "does not exist"),
 ])
 def test_cli_bad_inputs_give_one_line(extra, says, tiny_model_dir, anchors_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")

@@ -169,7 +169,7 @@ def _synthesize_to_budget(args) -> int:
     from obliviate.jsonl import display_path
     from obliviate.models import load_model
     from obliviate.synthesize import check_sampling_settings, load_seed_prompts
-    from obliviate.synthesize_budget import stats_path, synthesize_to_budget
+    from obliviate.synthesize_budget import check_corpus_out, stats_path, synthesize_to_budget
     from obliviate.target_seeds import Seed, anchor_seeds, interleave, read_summaries, summary_seeds, trivia_seeds
     from obliviate.whp.anchors import load_anchored_terms
 
@@ -185,6 +185,7 @@ def _synthesize_to_budget(args) -> int:
     threshold = 0.7 if args.dedup_threshold is None else args.dedup_threshold
     check_sampling_settings(samples_per_seed, args.max_new_tokens, args.temperature, args.top_p, args.batch_size)
     DuplicateFilter(threshold)  # refuse a bad threshold before loading anything
+    check_corpus_out(args.out, args.overwrite)
     seeds = []
     if args.anchors:
         terms = load_anchored_terms(args.anchors)

@@ -28,7 +28,7 @@ from obliviate.progress import token_bar
 from obliviate.scoring import generate
 from obliviate.synthesize import check_sampling_settings, is_degenerate
 
-__all__ = ["DROP_REASONS", "stats_path", "synthesize_to_budget"]
+__all__ = ["DROP_REASONS", "check_corpus_out", "stats_path", "synthesize_to_budget"]
 
 logger = logging.getLogger(__name__)
 DROP_REASONS = ("degenerate", "duplicate", "near_duplicate")
@@ -39,6 +39,23 @@ def stats_path(corpus_path) -> Path:
     """The stats file of a corpus: ``corpus.jsonl`` -> ``corpus.stats.json``."""
     corpus_path = Path(corpus_path)
     return corpus_path.with_name(corpus_path.stem + ".stats.json")
+
+
+def check_corpus_out(out, overwrite: bool = False) -> tuple[Path, Path]:
+    """Refuse, before any model is loaded, a corpus path that cannot be written or resumed.
+
+    Returns:
+        The corpus and stats paths.
+
+    Raises:
+        DataError: an unwritable path, or an existing corpus without its stats file (not overwriting).
+    """
+    out = check_output_file(out, "corpus file")
+    stats_file = check_output_file(stats_path(out), "synthesis stats file")
+    if out.exists() and not overwrite and not stats_file.exists():
+        raise DataError(f"{display_path(out)} exists but {display_path(stats_file)} does not, so it cannot be "
+                        "resumed: pass --overwrite to replace it, or choose another --out.")
+    return out, stats_file
 
 
 def _seeds_sha256(seeds) -> str:
@@ -90,9 +107,6 @@ def _write_stats(path: Path, stats: dict) -> None:
 
 def _resume(out: Path, stats_file: Path, settings: dict, seeds, duplicates: DuplicateFilter):
     """Stats and records of an interrupted synthesis at `out`, checked against today's settings."""
-    if not stats_file.exists():
-        raise DataError(f"{display_path(out)} exists but {display_path(stats_file)} does not, so it cannot be "
-                        "resumed: pass --overwrite to replace it, or choose another --out.")
     try:
         stats = json.loads(stats_file.read_text(encoding="utf-8"))
         before = stats["settings"]
@@ -153,8 +167,7 @@ def synthesize_to_budget(model, tokenizer, seeds, out, token_budget: int, sample
     if not seeds:
         raise DataError("no seed prompts: give --anchors, --summaries, --trivia, --seeds or --prompt.")
     duplicates = DuplicateFilter(dedup_threshold)
-    out = check_output_file(out, "corpus file")
-    stats_file = check_output_file(stats_path(out), "synthesis stats file")
+    out, stats_file = check_corpus_out(out, overwrite)
     settings = {"model": model_name, "samples_per_seed": samples_per_seed, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "top_p": top_p, "batch_size": batch_size, "seed": seed,
                 "dedup_threshold": dedup_threshold, "seeds_sha256": _seeds_sha256(seeds)}
