@@ -80,9 +80,9 @@ def distinct(prompt, i):
     ("Harry", ["Jon"], "character"), ("Madam Pince", ["Mrs. Collins"], "character"),
     ("Diagon Alley", ["Market Lane"], "place"), ("Great Hall", [], "place"),
     ("Polyjuice Potion", [], "object"), ("owls", ["ravens"], "object"),
-    ("Yule Ball", [], "event"), ("Halloween", ["Autumn Festival"], "event"),
+    ("Yule Ball", [], "event"), ("crystal ball", [], "object"), ("feast", [], "event"), ("Halloween", ["Autumn Festival"], "event"),
     ("Crucio", ["Torture Spell"], "spell"), ("Shield Charm", [], "spell"), ("STUPEFY", ["PARALYZE"], "spell"),
-    ("DA", [], "character"),
+    ("DA", [], "character"), ("O.W.L.", [], "character"), ("Ministry of Magic", ["Council of Spells"], "place"),
 ])
 def test_expression_kind(expression, counterparts, kind):
     assert expression_kind(expression, counterparts) == kind

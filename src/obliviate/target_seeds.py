@@ -49,6 +49,7 @@ SPELL_WORDS = {"spell", "spells", "charm", "charms", "curse", "curses", "hex", "
 EVENT_WORDS = {"tournament", "ball", "cup", "match", "matches", "feast", "war", "battle", "day", "holidays",
                "holiday", "festival", "task", "final", "christmas", "halloween", "wedding", "funeral", "trial",
                "hearing", "exam", "exams", "party", "ceremony", "games", "championship", "eve", "celebration"}
+CAPITALISED_EVENT_WORDS = {"ball", "cup", "match", "final", "party", "games"}  # "Yule Ball", not "crystal ball"
 PLACE_WORDS = {"school", "hall", "street", "castle", "alley", "forest", "academy", "lane", "road", "drive",
                "house", "village", "tower", "lake", "inn", "shop", "station", "hospital", "ministry", "bank",
                "manor", "park", "square", "hill", "valley", "cottage", "market", "island", "prison", "palace",
@@ -90,25 +91,32 @@ def _last_word(text: str) -> str:
 def expression_kind(expression: str, counterparts: list[str] = ()) -> str:
     """Type an anchored expression, first rule that matches wins (a heuristic: the dictionary holds no kinds).
 
-    spell: it or one of its counterparts ends in a spell word ("Shield Charm"; "Crucio" -> "Torture
-    Spell"), or it is one capitalised word of five or more letters in upper case ("STUPEFY"); event: the same with event words
-    ("Yule Ball"; "Halloween" -> "Autumn Festival"); place: any of its words is a place word ("Diagon
-    Alley"); object: an object word ends it ("Polyjuice Potion") or it starts in lower case ("owls");
-    character: the rest, capitalised names ("Hermione", "Madam Pince").
+    1. spell: it ends in a spell word ("Shield Charm") or is one word of five or more letters in
+       upper case ("STUPEFY"); 2. event: it ends in an event word ("Yule Ball", not "crystal ball");
+    3. place: any of its words is a place word ("Diagon Alley", "Ministry of Magic"); 4. spell, event:
+    a counterpart ends in such a word ("Crucio" -> "Torture Spell"; "Halloween" -> "Autumn Festival");
+    5. object: an object word ends it ("Polyjuice Potion") or it starts in lower case ("owls");
+    6. character: the rest, capitalised names ("Hermione", "Madam Pince").
 
     Args:
         expression: the dictionary's expression.
         counterparts: its generic counterparts (they often name the kind the expression hides).
     """
     ends = [_last_word(expression)] + [_last_word(c) for c in counterparts]
-    words = {w.lower() for w in re.findall(r"[^\W\d_]+", expression)}
-    shouted = expression.isupper() and " " not in expression and len(expression) > 4  # not "DA", "SPEW"
-    if any(e in SPELL_WORDS for e in ends) or shouted:
+    texts = [expression, *counterparts]
+    spell = [e in SPELL_WORDS for e in ends]
+    event = [e in EVENT_WORDS and (e not in CAPITALISED_EVENT_WORDS or t[:1].isupper()) for e, t in zip(ends, texts)]
+    shouted = expression.isupper() and expression.isalpha() and len(expression) > 4  # not "DA", "O.W.L."
+    if spell[0] or shouted:
         return "spell"
-    if any(e in EVENT_WORDS for e in ends):
+    if event[0]:
         return "event"
-    if words & PLACE_WORDS:
+    if {w.lower() for w in re.findall(r"[^\W\d_]+", expression)} & PLACE_WORDS:
         return "place"
+    if any(spell):  # the expression's own words first: "Ministry of Magic" stays a place
+        return "spell"
+    if any(event):
+        return "event"
     if ends[0] in OBJECT_WORDS or expression[:1].islower():
         return "object"
     return "character"
