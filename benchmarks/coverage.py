@@ -36,7 +36,8 @@ RETAIN = ("general_perplexity", "neighbours_probability", "neighbour_cloze", "co
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-dir",
+                        default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", default="runs/bench_coverage", help="folder of corpora, WHP runs and results")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--budgets", default="5000,20000,80000", help="comma-separated token budgets, ascending")

@@ -80,7 +80,8 @@ def distinct(prompt, i):
     ("Harry", ["Jon"], "character"), ("Madam Pince", ["Mrs. Collins"], "character"),
     ("Diagon Alley", ["Market Lane"], "place"), ("Great Hall", [], "place"),
     ("Polyjuice Potion", [], "object"), ("owls", ["ravens"], "object"),
-    ("Yule Ball", [], "event"), ("crystal ball", [], "object"), ("feast", [], "event"), ("Halloween", ["Autumn Festival"], "event"),
+    ("Yule Ball", [], "event"), ("crystal ball", [], "object"), ("feast", [], "event"),
+    ("Halloween", ["Autumn Festival"], "event"),
     ("Crucio", ["Torture Spell"], "spell"), ("Shield Charm", [], "spell"), ("STUPEFY", ["PARALYZE"], "spell"),
     ("DA", [], "character"), ("O.W.L.", [], "character"), ("Ministry of Magic", ["Council of Spells"], "place"),
 ])
@@ -309,8 +310,10 @@ def test_cli_bad_inputs_give_one_line(extra, says, tiny_model_dir, anchors_file,
     (kit / "heldout_trivia.jsonl").write_text(json.dumps({"question": heldout, "true_answer": "x"}) + "\n")
     (kit / "not_a_synthesis.jsonl").write_text('{"text": "mine"}\n')
     out = tmp_path / "out"
-    fill = lambda a: str(a).replace("{kit}", str(kit)).replace("{out}", str(out)).replace("{model}", str(tiny_model_dir))  # noqa: E731
-    code, stdout, stderr = run_cli([fill(a) for a in SYNTH + extra], capsys)
+    places = {"{kit}": str(kit), "{out}": str(out), "{model}": str(tiny_model_dir)}
+    argv = [a.replace("{kit}", places["{kit}"]).replace("{out}", places["{out}"]).replace("{model}", places["{model}"])
+            for a in SYNTH + extra]
+    code, stdout, stderr = run_cli(argv, capsys)
     lines = stderr.strip().splitlines()
     assert code == 2 and "Traceback" not in stderr + stdout, stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and says.lower() in lines[0].lower(), stderr

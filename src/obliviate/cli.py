@@ -163,7 +163,7 @@ def cmd_synthesize(args) -> int:
 
 
 def _synthesize_to_budget(args) -> int:
-    """``synthesize --token-budget``: seeds from the target's dictionary, summaries and trivia; see synthesize_budget."""
+    """``synthesize --token-budget``: seeds from the target's dictionary, summaries and trivia (synthesize_budget)."""
     from obliviate.dedup import DuplicateFilter
     from obliviate.errors import ConfigError
     from obliviate.jsonl import display_path

@@ -105,7 +105,7 @@ def _write_stats(path: Path, stats: dict) -> None:
     write_text_atomic(path, json.dumps(shown, indent=2, ensure_ascii=False) + "\n", "synthesis stats file")
 
 
-def _resume(out: Path, stats_file: Path, settings: dict, seeds, duplicates: DuplicateFilter):
+def _resume(out: Path, stats_file: Path, settings: dict, duplicates: DuplicateFilter):
     """Stats and records of an interrupted synthesis at `out`, checked against today's settings."""
     try:
         stats = json.loads(stats_file.read_text(encoding="utf-8"))
@@ -115,7 +115,8 @@ def _resume(out: Path, stats_file: Path, settings: dict, seeds, duplicates: Dupl
     changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
     if changed:
         key = changed[0]
-        raise ConfigError(f"{display_path(out)} was synthesized with {key}={before.get(key)!r}, now {settings.get(key)!r}: "
+        raise ConfigError(f"{display_path(out)} was synthesized with {key}={before.get(key)!r}, "
+                          f"now {settings.get(key)!r}: "
                           "pass the same options to resume it, --overwrite to start again, or another --out.")
     records = _read_records(out)
     stats.update(tokens=0, coverage={})
@@ -174,7 +175,7 @@ def synthesize_to_budget(model, tokenizer, seeds, out, token_budget: int, sample
     if overwrite:
         for path in (out, stats_file):
             path.unlink(missing_ok=True)
-    stats = _resume(out, stats_file, settings, seeds, duplicates) if out.exists() else _new_stats(settings, seeds)
+    stats = _resume(out, stats_file, settings, duplicates) if out.exists() else _new_stats(settings, seeds)
     stats.update(token_budget=token_budget, finished=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.touch()

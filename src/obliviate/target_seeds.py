@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from obliviate.errors import DataError
 from obliviate.jsonl import display_path, jsonl_objects, text_lines
@@ -78,9 +78,6 @@ class Seed:
     source: str
     kind: str
     term: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _last_word(text: str) -> str:
