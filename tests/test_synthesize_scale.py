@@ -318,3 +318,47 @@ def test_cli_bad_inputs_give_one_line(extra, says, tiny_model_dir, anchors_file,
     assert code == 2 and "Traceback" not in stderr + stdout, stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and says.lower() in lines[0].lower(), stderr
     assert not (out / "corpus.jsonl").exists()
+
+
+# ---- benchmarks/coverage.py (its maths and options; the benchmark itself runs real models)
+
+
+def _coverage_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage.py"
+    spec = importlib.util.spec_from_file_location("coverage_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coverage_benchmark_options_and_table():
+    bench = _coverage_benchmark()
+    with pytest.raises(SystemExit) as exc:
+        bench.build_parser().parse_args(["--quick", "--help"])
+    assert exc.value.code == 0
+    args = bench.build_parser().parse_args(["--quick"])
+    budgets, sources, measures = bench.parse_plan(args)
+    assert budgets == [1500] and sources == [("anchors",)] and "fact_cloze" in measures
+    args = bench.build_parser().parse_args(["--budgets", "5000,20000", "--sources", "anchors,anchors+summaries+trivia"])
+    assert bench.parse_plan(args)[:2] == ([5000, 20000], [("anchors",), ("anchors", "summaries", "trivia")])
+    for bad in (["--budgets", "20000,5000"], ["--budgets", "5k"], ["--sources", "summaries"], ["--sources", "books"]):
+        with pytest.raises(SystemExit, match="error: "):
+            bench.parse_plan(bench.build_parser().parse_args(bad))
+    rows = [{"corpus": "base model", "sources": "-", "budget": 0, "fact_cloze": 0.2},
+            {"corpus": "a.jsonl", "sources": "anchors", "budget": 100, "tokens": 104, "texts": 3, "terms": 2,
+             "distinct_3grams": 0.9, "fact_cloze": 0.05}]
+    table = bench.render(rows, ["fact_cloze"])
+    assert "| anchors | 100 | 104 | 3 | 2 | 0.9 | 0.0500 (-75%) |" in table and "| - | 0 |" in table
+
+
+def test_coverage_benchmark_diversity(tmp_path):
+    bench = _coverage_benchmark()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"text": "a b c d", "term": "Harry", "tokens": 4}, {"text": "a b c e", "term": "Harry", "tokens": 5},
+        {"text": "x y z", "term": None, "tokens": 3}]))
+    # 3-grams: {abc, bcd}, {abc, bce}, {xyz}: 4 distinct of 5
+    assert bench.diversity(corpus) == {"texts": 3, "tokens": 12, "terms": 1, "distinct_3grams": 0.8}
