@@ -12,7 +12,7 @@ only by :func:`final_evaluation` (``--final``), for the best trial, beside the t
     feasible   = perplexity rise <= max_perplexity_rise %  and  |change| <= max_retain_change %
                  for every retain metric, both against the base model
 
-Bounds are Optuna constraints (``TPESampler(constraints_func=...)``, values <= 0 are feasible), not
+Bounds are Optuna constraints (``Trial.set_constraint``, read by the TPE sampler; <= 0 holds), not
 a penalty: the objective stays the plain forgetting score, the sampler learns to avoid infeasible
 regions, and :func:`best_trial` picks the best COMPLETE feasible trial (never an infeasible one).
 
@@ -366,8 +366,7 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'search.db').resolve()}", load_if_exists=True,
         direction="maximize", pruner=pruner or _make_pruner(search.pruner),
-        sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(10, search.trials),
-                                           constraints_func=lambda t: t.user_attrs.get("constraints", [1.0])))
+        sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(10, search.trials)))
     for stale in [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]:
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a run interrupted mid-trial
         _say(f"[search] trial {stale.number} was interrupted: marked failed, a new trial takes its place")
@@ -407,7 +406,8 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
         violations = bound_violations(results, base, search, plan["perplexity"], plan["retain"])
         value = objective_value(results, base, plan["objective"])
         trial.set_user_attr("bounds", violations)
-        trial.set_user_attr("constraints", list(violations.values()) or [0.0])
+        for name, excess in violations.items():
+            trial.set_constraint(name, excess)  # <= 0 holds; the TPE sampler steers away from > 0
         trial.set_user_attr("feasible", all(v <= 0 for v in violations.values()))
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         broken = [n for n, v in violations.items() if v > 0]
