@@ -238,3 +238,20 @@ def test_search_config_is_checked_without_a_suite():
 
     with pytest.raises(ConfigError, match="pruner must be one of"):
         check_search(SearchConfig(pruner="hyperband"))
+
+
+def test_cli_search_final_and_report(kit, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "search"
+    code = main(["search", "--method", "gradient_ascent", "--out", str(out), "--model", str(tiny_model_dir),
+                 "--suite", str(kit / "suite.yaml"), "--data-dir", str(kit), "--trials", "2",
+                 "--params", "train.learning_rate,lora.enabled", "--max-perplexity-rise", "1000",
+                 "--max-retain-change", "1000", "--set", f"forget.sources=[{kit / 'forget.txt'}]",
+                 "--set", "forget.context_length=16", "--set", "train.max_steps=1", "--final"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "<- best" in printed and "best tune" in printed and "hp_probability" in printed
+    assert (out / "best.yaml").is_file() and (out / "final.json").is_file()
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Settings search</h2>" in page
+    assert 'alt="objective of every trial"' in page and 'alt="objective against train.learning_rate"' in page
+    assert 'alt="objective against lora.enabled"' in page and "2 trials: 2 feasible" in page

@@ -370,7 +370,11 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
     for stale in [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]:
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a run interrupted mid-trial
         _say(f"[search] trial {stale.number} was interrupted: marked failed, a new trial takes its place")
-    reinforced = {}  # whp: the first trial's reinforced model serves every later trial
+    reinforced = {}  # whp: the first trial's reinforced model serves every later trial, resumed ones too
+    for t in study.trials if kind == "whp" and not base_config.reinforce.model else ():
+        if t.user_attrs.get("run") and (Path(t.user_attrs["run"]) / "reinforced").is_dir():
+            reinforced["path"] = str(Path(t.user_attrs["run"]) / "reinforced")
+            break
 
     def objective(trial) -> float:
         start = time.perf_counter()
