@@ -16,7 +16,8 @@ Bounds are Optuna constraints (``Trial.set_constraint``, read by the TPE sampler
 a penalty: the objective stays the plain forgetting score, the sampler learns to avoid infeasible
 regions, and :func:`best_trial` picks the best COMPLETE feasible trial (never an infeasible one).
 
-Pruning: after a trial's run, its bound metrics are computed, then its objective metrics one by one;
+Pruning: after a trial's run, its bound metrics are computed, then its objective metrics one by one
+(cheapest type first: probabilities, cloze, perplexity, ..., generation last);
 after each, the mean gain so far is reported as the intermediate value at step k (k metrics done),
 and the pruner (median or successive halving) may stop the trial there. So pruning saves the rest
 of a bad trial's evaluation (familiarity generation is the costly part), not its training.
@@ -78,6 +79,10 @@ SEARCH_SPACES = {
 }
 PRUNERS = ("median", "successive_halving", "none")
 SCORED_FAMILIES = ("token_probability", "cloze")  # retain metrics taken by default: probabilities
+# Objective metrics are scored in this order of metric type (one forward pass per prompt first,
+# generation last), so that a pruned trial skips the costly ones.
+CHEAP_FIRST = ("token_probability", "cloze", "perplexity")
+COSTLY_LAST = ("familiarity", "qa", "toxicity")
 
 
 @dataclass
@@ -349,7 +354,10 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
     out = Path(out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
     bounds = ([plan["perplexity"]] if plan["perplexity"] else []) + plan["retain"]
-    names = list(dict.fromkeys(bounds + plan["objective"]))  # bounds first: their values are needed whatever
+    types = {spec.name: spec.type for spec in suite.metrics}
+    by_cost = sorted(plan["objective"], key=lambda n: CHEAP_FIRST.index(types[n]) if types[n] in CHEAP_FIRST
+                     else len(CHEAP_FIRST) + (types[n] in COSTLY_LAST))  # pruning then skips the costly ones
+    names = list(dict.fromkeys(bounds + by_cost))  # bounds first: their values are needed whatever
     _say(f"[search] {search.method}: {search.trials} trials over {', '.join(plan['space'])}; objective "
          f"{', '.join(plan['objective'])}; bounds {plan['perplexity'] or 'none'} <= +{search.max_perplexity_rise:g}%, "
          f"{', '.join(plan['retain']) or 'none'} within {search.max_retain_change:g}%")
