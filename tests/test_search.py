@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import optuna
 import pytest
@@ -110,9 +111,14 @@ def test_every_method_has_a_search_space():
     assert set(SEARCH_SPACES) == {"whp", *UNLEARNING_METHODS}
     assert {"labels.alpha", "labels.soft", "finetune.learning_rate", "finetune.epochs", "lora.enabled"} <= \
         set(SEARCH_SPACES["whp"])
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "meta_search.md").read_text(encoding="utf-8")
+    table = docs[docs.index("### What is searched"):docs.index("### Objective and bounds")]
     for method, space in SEARCH_SPACES.items():
         rate = space.get("train.learning_rate") or space["finetune.learning_rate"]
         assert rate.log, method
+        assert f"`{method}`" in table or method in ("gradient_ascent",), method  # documented
+        for path in space:
+            assert f"`{path}`" in table, path
 
 
 def test_best_trial_is_never_infeasible():
