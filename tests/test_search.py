@@ -261,3 +261,35 @@ def test_cli_search_final_and_report(kit, tiny_model_dir, tmp_path, capsys):
     assert "<h2>Settings search</h2>" in page
     assert 'alt="objective of every trial"' in page and 'alt="objective against train.learning_rate"' in page
     assert 'alt="objective against lora.enabled"' in page and "2 trials: 2 feasible" in page
+
+
+def test_a_diverged_trial_fails_and_the_search_goes_on(kit, tiny_model_dir, tmp_path, monkeypatch):
+    from obliviate.errors import TrainingError
+    from obliviate.unlearn import UnlearnRun
+
+    real, calls = UnlearnRun.run, []
+
+    def first_diverges(self, *args, **kwargs):
+        calls.append(self)
+        if len(calls) == 1:
+            raise TrainingError("non-finite loss at step 1")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(UnlearnRun, "run", first_diverges)
+    out = tmp_path / "search"
+    result = _run(kit, tiny_model_dir, out, _search(kit, trials=2))
+    trials = _trials(out)
+    assert [t["state"] for t in trials] == ["fail", "complete"] and "non-finite" in trials[0]["error"]
+    assert result["best"] == 1
+    _run(kit, tiny_model_dir, out, _search(kit, trials=2))  # the failed trial counts: nothing left to run
+    assert len(_trials(out)) == 2
+
+
+def test_a_resumed_search_must_ask_the_same_question(kit, tiny_model_dir, tmp_path):
+    out = tmp_path / "search"
+    _run(kit, tiny_model_dir, out, _search(kit, trials=1))
+    with pytest.raises(ConfigError, match="holds a search with other settings"):
+        _run(kit, tiny_model_dir, out, _search(kit, trials=2, max_perplexity_rise=3.0))
+    with pytest.raises(ConfigError, match="describes a 'gradient_ascent' run, not 'npo'"):
+        run_search(_search(kit, method="npo", params=["method.beta"]), tmp_path / "other",
+                   config_file=out / "best.yaml")

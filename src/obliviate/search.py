@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from obliviate.errors import ConfigError
+from obliviate.errors import ConfigError, TrainingError
 
 __all__ = ["SEARCH_SPACES", "Param", "SearchConfig", "metric_gain", "objective_value", "bound_violations",
            "check_search", "run_search", "best_trial", "final_evaluation", "STUDY_NAME"]
@@ -199,6 +199,28 @@ def check_search(search: SearchConfig, suite=None) -> dict:
     return {"space": space, "objective": objective, "perplexity": perplexity, "retain": retain, "tune": allowed}
 
 
+def _check_config_method(config_file, kind: str, method: str) -> None:
+    from obliviate.config import load_yaml
+
+    given = load_yaml(config_file).get("method", "whp")
+    if given != method:
+        raise ConfigError(f"--config '{config_file}' describes a '{given}' run, not '{method}': pass --method "
+                          f"{given}, or a config of a {method} run")
+
+
+def _request(search: SearchConfig, config) -> dict:
+    """What a study answers, as plain JSON data: a resumed study must answer the same (``trials``,
+    ``pruner`` and the ``eval`` section may change between invocations)."""
+    from dataclasses import asdict
+
+    from obliviate.config import to_dict
+    from obliviate.runs import run_identity
+
+    data = {"search": {k: v for k, v in asdict(search).items() if k not in ("trials", "pruner")},
+            "config": {k: v for k, v in run_identity(to_dict(config)).items() if k != "eval"}}
+    return json.loads(json.dumps(data, default=str))
+
+
 def _check_overrides(overrides, space: dict) -> None:
     for item in overrides or ():
         key = item.split("=", 1)[0].strip()
@@ -279,7 +301,8 @@ def _trial_record(t) -> dict:
             "feasible": t.user_attrs.get("feasible"), "constraints": t.user_attrs.get("bounds"),
             "tune_metrics": t.user_attrs.get("metrics", {}), "intermediate": {str(k): v for k, v in
                                                                              t.intermediate_values.items()},
-            "seconds": t.user_attrs.get("seconds"), "run": t.user_attrs.get("run")}
+            "seconds": t.user_attrs.get("seconds"), "run": t.user_attrs.get("run"),
+            **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})}
 
 
 def write_trials(study, out: Path) -> None:
@@ -335,10 +358,8 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
     Raises:
         ConfigError: bad method, parameter, metric or trial count (before any model is loaded).
     """
-    import optuna
-
     from obliviate.evaluation.suite import load_suite
-    from obliviate.settings import resolve, run_classes
+    from obliviate.settings import resolve
 
     kind = run_kind(search.method)
     plan = check_search(search)
@@ -347,12 +368,29 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
     if search.limit is not None:
         suite.limit_items(search.limit)
     plan = check_search(search, suite)
+    if config_file:
+        _check_config_method(config_file, kind, search.method)
     method_options = {"method": search.method} if kind == "unlearn" else {}
     base_config = resolve(kind, config_file=config_file, options={**(options or {}), **method_options},
                           overrides=overrides, trust_remote_code=trust_remote_code)
-    _, run_class = run_classes(kind)
     out = Path(out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
+    from obliviate.runs import RunFolder
+
+    with RunFolder(out).lock():  # one process per search folder: a second one gets one clear error
+        return _run_study(search, out, suite, plan, base_config, config_file, options, overrides, trust_remote_code,
+                          final, pruner)
+
+
+def _run_study(search: SearchConfig, out: Path, suite, plan: dict, base_config, config_file, options, overrides,
+               trust_remote_code: bool, final: bool, pruner) -> dict:
+    """:func:`run_search` once its inputs are checked and the folder is held."""
+    import optuna
+
+    from obliviate.settings import resolve, run_classes
+
+    kind = run_kind(search.method)
+    _, run_class = run_classes(kind)
     bounds = ([plan["perplexity"]] if plan["perplexity"] else []) + plan["retain"]
     types = {spec.name: spec.type for spec in suite.metrics}
     by_cost = sorted(plan["objective"], key=lambda n: CHEAP_FIRST.index(types[n]) if types[n] in CHEAP_FIRST
@@ -362,6 +400,15 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
          f"{', '.join(plan['objective'])}; bounds {plan['perplexity'] or 'none'} <= +{search.max_perplexity_rise:g}%, "
          f"{', '.join(plan['retain']) or 'none'} within {search.max_retain_change:g}%")
 
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'search.db').resolve()}", load_if_exists=True,
+        direction="maximize", pruner=pruner or _make_pruner(search.pruner),
+        sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(10, search.trials)))
+    request = _request(search, base_config)
+    if study.user_attrs.get("request", request) != request:
+        raise ConfigError(f"'{out}' holds a search with other settings (method, space, suite, bounds or base "
+                          "config): choose another --out, or delete the folder to start afresh")
+    study.set_user_attr("request", request)
     base_path = out / "base.json"
     base = json.loads(base_path.read_text()) if base_path.exists() else {}
     if set(names) - set(base):
@@ -371,10 +418,6 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
         atomic_write_json(base_path, base)
     depth = _depth(base_config) if any(p.kind == "layer" for p in plan["space"].values()) else None
 
-    study = optuna.create_study(
-        study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'search.db').resolve()}", load_if_exists=True,
-        direction="maximize", pruner=pruner or _make_pruner(search.pruner),
-        sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(10, search.trials)))
     for stale in [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]:
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # a run interrupted mid-trial
         _say(f"[search] trial {stale.number} was interrupted: marked failed, a new trial takes its place")
@@ -397,7 +440,13 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
         _say(f"[search] trial {trial.number}: " + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                                             for k, v in settings.items()))
         run = run_class(config, folder)
-        run.run()
+        try:
+            run.run()
+        except TrainingError as exc:  # e.g. a non-finite loss at a large learning rate: a bad trial, not a bad search
+            trial.set_user_attr("error", str(exc))
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+            _say(f"[search] trial {trial.number} failed: {exc}")
+            raise
         if kind == "whp" and not base_config.reinforce.model:
             reinforced.setdefault("path", run.reinforced_path())
 
@@ -427,11 +476,12 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
              + (f", infeasible ({', '.join(broken)} out of bounds)" if broken else ", feasible"))
         return value
 
-    finished = len([t for t in study.trials if t.state != optuna.trial.TrialState.FAIL])
+    # trials that count: finished ones, failed ones included, but not the interrupted (no "error")
+    finished = len([t for t in study.trials if t.state != optuna.trial.TrialState.FAIL or "error" in t.user_attrs])
     missing = max(0, search.trials - finished)
     if finished:
         _say(f"[search] resuming study in {out / 'search.db'}: {finished} trial(s) done, {missing} to run")
-    study.optimize(objective, n_trials=missing, catch=(), callbacks=[lambda s, t: write_trials(s, out)])
+    study.optimize(objective, n_trials=missing, catch=(TrainingError,), callbacks=[lambda s, t: write_trials(s, out)])
     write_trials(study, out)
     best = best_trial(study)
     if best is None:
