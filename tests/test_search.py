@@ -172,6 +172,8 @@ def test_resume_continues_the_same_study(kit, tiny_model_dir, tmp_path):
     _run(kit, tiny_model_dir, out, _search(kit, trials=3))
     trials = _trials(out)
     assert [t["trial"] for t in trials] == [0, 1, 2] and trials[:2] == first  # the first two kept, not re-run
+    rates = [t["settings"]["train.learning_rate"] for t in trials]
+    assert len(set(rates)) == 3  # the resumed sampler does not replay the first trials' draws
     assert (out / "trials" / "0" / "config.yaml").stat().st_mtime_ns == stamp
     assert len(optuna.load_study(study_name="obliviate-search", storage=f"sqlite:///{out / 'search.db'}").trials) == 3
 

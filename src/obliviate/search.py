@@ -359,6 +359,7 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
         ConfigError: bad method, parameter, metric or trial count (before any model is loaded).
     """
     from obliviate.evaluation.suite import load_suite
+    from obliviate.runs import RunFolder
     from obliviate.settings import resolve
 
     kind = run_kind(search.method)
@@ -375,8 +376,6 @@ def run_search(search: SearchConfig, out, *, config_file=None, options: dict | N
                           overrides=overrides, trust_remote_code=trust_remote_code)
     out = Path(out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
-    from obliviate.runs import RunFolder
-
     with RunFolder(out).lock():  # one process per search folder: a second one gets one clear error
         return _run_study(search, out, suite, plan, base_config, config_file, options, overrides, trust_remote_code,
                           final, pruner)
@@ -387,6 +386,7 @@ def _run_study(search: SearchConfig, out: Path, suite, plan: dict, base_config, 
     """:func:`run_search` once its inputs are checked and the folder is held."""
     import optuna
 
+    from obliviate.runs import atomic_write_json
     from obliviate.settings import resolve, run_classes
 
     kind = run_kind(search.method)
@@ -402,8 +402,11 @@ def _run_study(search: SearchConfig, out: Path, suite, plan: dict, base_config, 
 
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=f"sqlite:///{(out / 'search.db').resolve()}", load_if_exists=True,
-        direction="maximize", pruner=pruner or _make_pruner(search.pruner),
-        sampler=optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(10, search.trials)))
+        direction="maximize", pruner=pruner or _make_pruner(search.pruner))
+    # seeded, and offset by the trials already made, so that a resumed study does not replay the
+    # seeded random start-up draws of its first trials (the same settings again)
+    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials),
+                                               n_startup_trials=min(10, search.trials))
     request = _request(search, base_config)
     if study.user_attrs.get("request", request) != request:
         raise ConfigError(f"'{out}' holds a search with other settings (method, space, suite, bounds or base "
@@ -413,8 +416,6 @@ def _run_study(search: SearchConfig, out: Path, suite, plan: dict, base_config, 
     base = json.loads(base_path.read_text()) if base_path.exists() else {}
     if set(names) - set(base):
         base = {**base, **_evaluate(base_config.model, suite, [n for n in names if n not in base], trust_remote_code)}
-        from obliviate.runs import atomic_write_json
-
         atomic_write_json(base_path, base)
     depth = _depth(base_config) if any(p.kind == "layer" for p in plan["space"].values()) else None
 
