@@ -23,20 +23,20 @@ def add_search_parser(subparsers):
     p.add_argument("--model", help="the model (overrides the config's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base setting, e.g. --set train.max_steps=20 (not a searched one)")
-    p.add_argument("--trials", type=int, default=20, help="trials in all (default 20; resuming runs the rest)")
+    p.add_argument("--trials", type=int, help="trials in all (default 20; resuming runs the rest)")
     p.add_argument("--params", help="settings to search, a subset of the method's space, e.g. "
                                     "labels.alpha,finetune.learning_rate (default: all)")
-    p.add_argument("--suite", default="harry_potter", help="built-in suite or suite YAML (default harry_potter)")
+    p.add_argument("--suite", help="built-in suite or suite YAML (default harry_potter)")
     p.add_argument("--data-dir", help="the suite's data folder (default $OBLIVIATE_DATA_DIR)")
     p.add_argument("--objective", help="forgetting metrics (default: the suite's forget-group tune metrics)")
     p.add_argument("--perplexity-metric", help="perplexity bound metric (default general_perplexity_tune)")
-    p.add_argument("--max-perplexity-rise", type=float, default=5.0, help="percent over the base (default 5)")
+    p.add_argument("--max-perplexity-rise", type=float, help="percent over the base (default 5)")
     p.add_argument("--retain-metrics", help="neighbour / control metrics kept near the base (default: the "
                                             "retain-group tune probability and cloze metrics)")
-    p.add_argument("--max-retain-change", type=float, default=5.0,
+    p.add_argument("--max-retain-change", type=float,
                    help="percent either way from the base (default 5)")
-    p.add_argument("--pruner", choices=PRUNERS, default="median", help="stops bad trials (default median)")
-    p.add_argument("--search-seed", type=int, default=0, help="TPE sampler seed (default 0)")
+    p.add_argument("--pruner", choices=PRUNERS, help="stops bad trials (default median)")
+    p.add_argument("--search-seed", type=int, help="TPE sampler seed (default 0)")
     p.add_argument("--limit", type=int, help="cap the items of every metric (quick searches)")
     p.add_argument("--final", action="store_true",
                    help="afterwards, evaluate the best trial on both halves side by side (final.json)")
@@ -50,14 +50,16 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def search_config(args):
-    """The :class:`obliviate.search.SearchConfig` of parsed options."""
+    """The :class:`obliviate.search.SearchConfig` of parsed options (its defaults for those not given)."""
+    from obliviate.config import drop_none
     from obliviate.search import SearchConfig
 
-    return SearchConfig(method=args.method, trials=args.trials, params=_csv(args.params), suite=args.suite,
-                        data_dir=args.data_dir, objective=_csv(args.objective),
-                        perplexity_metric=args.perplexity_metric, max_perplexity_rise=args.max_perplexity_rise,
-                        retain_metrics=_csv(args.retain_metrics), max_retain_change=args.max_retain_change,
-                        pruner=args.pruner, seed=args.search_seed, limit=args.limit)
+    return SearchConfig(**drop_none({
+        "method": args.method, "trials": args.trials, "params": _csv(args.params), "suite": args.suite,
+        "data_dir": args.data_dir, "objective": _csv(args.objective), "perplexity_metric": args.perplexity_metric,
+        "max_perplexity_rise": args.max_perplexity_rise, "retain_metrics": _csv(args.retain_metrics),
+        "max_retain_change": args.max_retain_change, "pruner": args.pruner, "seed": args.search_seed,
+        "limit": args.limit}))
 
 
 def cmd_search(args) -> int:
