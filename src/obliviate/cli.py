@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_unlearn_parser(sub)
     add_meta_search_parser(sub)
+    from obliviate.search_cli import add_search_parser
+
+    add_search_parser(sub)
 
     p = sub.add_parser("export", help="write a finished run's model as a GGUF file (llama.cpp, Ollama, LM Studio)")
     p.add_argument("run", help="finished run folder (or any Llama-family model spec load_model takes)")

@@ -472,6 +472,73 @@ def _attacks_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _search_section(run_dir: Path) -> str:
+    """Trials of ``obliviate search`` (``trials.jsonl``): objective vs trial and vs each searched setting;
+    feasible trials filled, infeasible ones crossed, pruned ones hollow (their partial objective)."""
+    path = run_dir / "trials.jsonl"
+    if not path.is_file():
+        return _note("No trials.jsonl in this folder: not an `obliviate search` folder.")
+    trials, bad = _read_log(path)
+    trials = [t for t in trials if _is_number(t.get("trial")) and _is_number(t.get("objective"))]
+    if not trials:
+        return _note("trials.jsonl holds no scored trial yet.")
+    kinds = {"feasible": dict(marker="o", color=COLORS[2]), "infeasible": dict(marker="x", color=COLORS[3]),
+             "pruned": dict(marker="o", facecolors="none", edgecolors=COLORS[7])}
+
+    def kind(t) -> str:
+        return "pruned" if t.get("state") == "pruned" else "feasible" if t.get("feasible") else "infeasible"
+
+    def scatter(ax, xs_of, xlabel: str, log: bool = False) -> None:
+        for label, style in kinds.items():
+            chosen = [t for t in trials if kind(t) == label and xs_of(t) is not None]
+            if chosen:
+                ax.scatter([xs_of(t) for t in chosen], [t["objective"] for t in chosen], s=18, label=label, **style)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel("objective (tune half)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if log:
+            ax.set_xscale("log")
+
+    images = []
+    fig = _figure(4.6, 2.8)
+    ax = fig.add_subplot()
+    scatter(ax, lambda t: t["trial"], "trial")
+    feasible = sorted((t for t in trials if kind(t) == "feasible"), key=lambda t: t["trial"])
+    if feasible:
+        best, xs, ys = -float("inf"), [], []
+        for t in feasible:
+            best = max(best, t["objective"])
+            xs.append(t["trial"])
+            ys.append(best)
+        ax.step(xs, ys, where="post", color=COLORS[0], linewidth=1, label="best feasible so far")
+    ax.legend(fontsize=7)
+    images.append(_img(fig, "objective of every trial"))
+    names = sorted({k for t in trials for k in (t.get("settings") or {})})
+    for name in names:
+        values = [t["settings"].get(name) for t in trials if name in (t.get("settings") or {})]
+        fig = _figure(3.4, 2.6)
+        ax = fig.add_subplot()
+        if all(isinstance(v, bool) for v in values):
+            scatter(ax, lambda t, n=name: int(t["settings"][n]) if n in t.get("settings", {}) else None, name)
+            ax.set_xticks([0, 1], ["false", "true"])
+        else:
+            positive = all(_is_number(v) and v > 0 for v in values)
+            spread = positive and max(values) / min(values) > 20
+            scatter(ax, lambda t, n=name: t["settings"].get(n) if _is_number(t["settings"].get(n)) else None, name,
+                    log=spread)
+        images.append(_img(fig, f"objective against {name}"))
+    best = max(feasible, key=lambda t: t["objective"]) if feasible else None
+    parts = ['<div class="charts">' + "".join(images) + "</div>",
+             _note(f"{len(trials)} trials: {sum(kind(t) == 'feasible' for t in trials)} feasible, "
+                   f"{sum(kind(t) == 'infeasible' for t in trials)} infeasible, "
+                   f"{sum(kind(t) == 'pruned' for t in trials)} pruned. "
+                   + (f"Best feasible: trial {best['trial']} ({best['objective']:+.4f}); settings in best.yaml."
+                      if best else "No feasible trial."))]
+    if bad:
+        parts.append(_note(f"{bad} unreadable line(s) of trials.jsonl were left out."))
+    return "\n".join(parts)
+
+
 def _manifest_section(run_dir: Path, manifest) -> str:
     parts = []
     if manifest is None:
@@ -495,6 +562,7 @@ SECTIONS = (
     ("tokens", "Target token probabilities"),
     ("curves", "Training curves"),
     ("attacks", "Attacks against controls"),
+    ("search", "Settings search"),
     ("manifest", "Manifest"),
 )
 
@@ -505,7 +573,8 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
     Sections: before/after table, bar charts per metric family, forget vs utility trade-off
     (this run's evaluations and those of ``extra_runs``), per-prompt familiarity, target-token
     probability heat map, training and held-out loss curves from ``log.jsonl``, the attacks against
-    controls (``attacks/attacks.json`` of ``obliviate attack``), the manifest.
+    controls (``attacks/attacks.json`` of ``obliviate attack``), the trials of ``obliviate search``
+    (``trials.jsonl``), the manifest.
     A section whose data is absent holds a note instead.
 
     Args:
@@ -526,9 +595,10 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
     out = Path(out) if out else run_dir / "report.html"
     if out.is_dir():
         raise DataError(f"--out '{out}' is a folder: give the path of the HTML file to write")
-    if not any((run_dir / name).is_file() for name in ("metrics.json", "manifest.json", "log.jsonl")):
-        raise DataError(f"'{run_dir}' holds no metrics.json, manifest.json or log.jsonl: pass a run folder "
-                        "(run `obliviate run` or `obliviate eval --out` first)")
+    if not any((run_dir / name).is_file()
+               for name in ("metrics.json", "manifest.json", "log.jsonl", "trials.jsonl")):
+        raise DataError(f"'{run_dir}' holds no metrics.json, manifest.json, log.jsonl or trials.jsonl: pass a run "
+                        "folder (run `obliviate run`, `obliviate eval --out` or `obliviate search` first)")
     manifest = _read_json(run_dir / "manifest.json")
     manifest = manifest if isinstance(manifest, dict) else None
     evaluations = load_evaluations(run_dir) if (run_dir / "metrics.json").is_file() else {}
@@ -553,6 +623,7 @@ def write_report(run_dir, extra_runs=(), out=None) -> Path:
         "tokens": _tokens_section(evaluations),
         "curves": _curves_section(run_dir),
         "attacks": _attacks_section(run_dir),
+        "search": _search_section(run_dir),
         "manifest": _manifest_section(run_dir, manifest),
     }
     nav = "<nav>" + "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in SECTIONS) + "</nav>"
