@@ -139,10 +139,12 @@ def test_rho_zero_is_the_plain_loop_and_a_vanishing_rho_reaches_it(tiny_model, t
     off = _train(tiny_model, tiny_tokenizer, "npo", sam_rho=0.0, **settings)
     for p, q in zip(plain.parameters(), off.parameters()):
         assert torch.equal(p, q)
-    # the SAM path with a perturbation too small to matter: the same accumulated, clipped step
+    # the SAM path with a perturbation too small to matter: the same accumulated, clipped step. The SAM
+    # path sums the retain and forget gradients in another order, and AdamW's update of an element whose
+    # gradient is near zero is sensitive to the last bits, so the bound is 1% of one step (lr 1e-3)
     tiny = _train(tiny_model, tiny_tokenizer, "npo", sam_rho=1e-9, **settings)
     for p, q in zip(plain.parameters(), tiny.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
     # and a real radius changes the step
     sam = _train(tiny_model, tiny_tokenizer, "npo", sam_rho=0.5, **settings)
     assert any(not torch.allclose(p, q) for p, q in zip(plain.parameters(), sam.parameters()))
