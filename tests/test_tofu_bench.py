@@ -148,3 +148,33 @@ def test_bench_tofu_bad_input_is_one_line(tmp_path, tiny_model_dir, capsys):
     assert main(["bench", "tofu", "--set", "unlearn.learning_rate=-1", "--out", str(tmp_path / "o")]) == 2
     assert "learning_rate" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "nosuch=1"], "error: unknown setting 'nosuch': known settings here are"),
+    (["--set", "unlearn.max_steps=-1"], "error: 'unlearn.max_steps' must be >= 0, not -1: fix it in the config or "
+                                        "with --set unlearn.max_steps=..."),
+    (["--set", "method_settings.npo.nosuch=3"], "error: unknown setting 'method_settings.npo.nosuch'"),
+    (["--set", "method_settings.npo.beta=-3"], "error: method_settings.npo.beta must be a finite number > 0"),
+    (["--set", "method_settings.foo.beta=1"], "error: unknown method 'method_settings.foo'"),
+    (["--methods", "npo", "--set", "method_settings.rmu.layer=3"],
+     "error: 'method_settings.rmu' is set but rmu is not among --methods"),
+    (["--set", "method_settings.whp.alpha=3"], "error: 'method_settings.whp' is not a setting"),
+    (["--model", "/nonexistent/model"], "error: model '/nonexistent/model' does not exist"),
+])
+def test_bench_tofu_refuses_before_writing_anything(extra, message, tiny_tofu, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["bench", "tofu", "--preset", "cpu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu),
+            "--out", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bench_tofu_out_is_a_file(tiny_tofu, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.write_text("notes")
+    assert main(["bench", "tofu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out '{out}' is a file")
+    assert out.read_text() == "notes"

@@ -24,6 +24,7 @@ subset that a 2-core machine runs in about an hour (:data:`PRESETS`).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -121,11 +122,53 @@ def make_config(preset: str = "gpu", overrides: dict | None = None) -> TofuBench
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
     merged = merge(PRESETS[preset], overrides or {})
-    config = from_dict(TofuBenchConfig, merged, where="bench")
+    config = from_dict(TofuBenchConfig, merged)  # messages name the keys as --set takes them
     unknown = [m for m in config.methods if m not in all_methods()]
     if unknown:
         raise ConfigError(f"unknown method '{unknown[0]}': choose among {', '.join(all_methods())}")
+    check_method_settings(config)
     return config
+
+
+def check_method_settings(config: TofuBenchConfig) -> None:
+    """Every ``method_settings.<method>.<key>`` checked as the method would check it, before any work.
+
+    Raises:
+        ConfigError: an unknown method, one the bench does not run, or a bad setting (named in full).
+    """
+    from obliviate.methods import UNLEARNING_METHODS, make_method
+
+    methods = config.methods or all_methods()
+    for name, settings in config.method_settings.items():
+        if name == "whp":
+            raise ConfigError("'method_settings.whp' is not a setting: WHP's settings are the whp section "
+                              "(e.g. --set whp.alpha=2)")
+        if name not in UNLEARNING_METHODS:
+            raise ConfigError(f"unknown method 'method_settings.{name}': choose among {', '.join(UNLEARNING_METHODS)}")
+        if name not in methods:
+            raise ConfigError(f"'method_settings.{name}' is set but {name} is not among --methods: add it or drop "
+                              "the setting")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"'method_settings.{name}' must be a mapping of settings, e.g. "
+                              f"--set method_settings.{name}.KEY=VALUE")
+        try:
+            make_method(name, settings)
+        except ConfigError as error:  # name the key as the bench takes it
+            raise ConfigError(re.sub(r"(?<![\w.])method\.", f"method_settings.{name}.", str(error))) from None
+
+
+def check_inputs(config: TofuBenchConfig, out: Path) -> None:
+    """What can be checked before any file is written: the data, the model, the output folder.
+
+    Raises:
+        DataError / ModelError / ConfigError: one line naming the input and what to do.
+    """
+    from obliviate.models import resolve_model_path
+
+    _tofu_dir(config)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file: pass a folder (new, or a bench folder to resume)")
+    resolve_model_path(config.model)
 
 
 # ---- data ----
@@ -368,6 +411,7 @@ def run_bench(config: TofuBenchConfig, out, command: str = "obliviate bench tofu
 
     out = Path(out)
     methods = config.methods or all_methods()
+    check_inputs(config, out)
     sets = build_sets(config, out)
     files = sets["train"]
     _say(f"[bench] TOFU {config.split}: {len(sets['eval']['forget'])} forget pairs, "
