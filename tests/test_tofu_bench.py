@@ -118,6 +118,8 @@ def test_bench_tofu_end_to_end(tiny_tofu, tiny_model_dir, tmp_path, capsys):
     assert [r["model"] for r in rows] == ["target", "gold", "grad_diff", "npo", "whp"]
     by_name = {r["model"]: r for r in rows}
     assert by_name["gold"]["forget_quality"] == pytest.approx(1.0)  # the gold model against itself
+    # the target model learnt the forget authors: its truth ratios are far from the gold model's
+    assert by_name["target"]["forget_quality"] < 1e-3
     for row in rows:
         assert 0 <= row["forget_quality"] <= 1 and 0 <= row["model_utility"] <= 1
     # every training run is an ordinary run folder with a manifest
