@@ -354,6 +354,8 @@ def length_normalised(logprob_sum: float, length: int) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # TOFU (Maini et al. 2024, arXiv 2401.06121) as locuslab/tofu and locuslab/open-unlearning compute it
+# Line numbers: locuslab/tofu aggregate_eval_stat.py at commit 8c49eee; locuslab/open-unlearning
+# src/evals/metrics/memorization.py at 2db47ec, utils.py at 5420d43, utility.py at 23625d3.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -362,10 +364,10 @@ def truth_ratio(perturbed_mean_logprobs: Sequence[float], paraphrased_mean_logpr
 
     Each answer a gets P(a)^(1/|a|) = exp(mean token log-prob). The perturbed side is the
     geometric mean over the wrong answers, exp(mean_j mean-log-prob_j), as both references do:
-    locuslab/tofu aggregate_eval_stat.py ``get_model_utility`` (``average_perturb_loss.mean(-1)``,
-    then ``exp(perturbed - paraphrased)``, which is 1 / R) and open-unlearning
-    src/evals/metrics/memorization.py ``truth_ratio`` (``aggregate_to_1D`` of the wrong answers'
-    avg losses, then ``wrong_prob / (correct_prob + 1e-10)``, which is R). Computed here as
+    locuslab/tofu aggregate_eval_stat.py:28 ``get_model_utility`` (``average_perturb_loss.mean(-1)``,
+    then ``exp(perturbed - paraphrased)`` at line 66, which is 1 / R) and open-unlearning
+    src/evals/metrics/memorization.py:108 ``truth_ratio`` (``aggregate_to_1D`` of the wrong answers'
+    avg losses, then ``wrong_prob / (correct_prob + 1e-10)`` at line 156, which is R). Computed here as
     exp(mean perturbed - paraphrased), without the 1e-10 (it only matters below 1e-10).
     For forget/retain items the "paraphrased" answer is TOFU's paraphrased_answer; for real
     authors / world facts it is the answer itself.
@@ -388,8 +390,8 @@ def truth_ratio(perturbed_mean_logprobs: Sequence[float], paraphrased_mean_logpr
 def forget_truth_ratio(ratios: Sequence[float]) -> float:
     """Forget-set truth ratio: mean(min(R, 1/R)); 1 when true and wrong answers are equally likely.
 
-    open-unlearning memorization.py ``closer_to_1_better`` (with 1/(R + 1e-10)); locuslab/tofu
-    aggregate_eval_stat.py (``np.minimum(c, 1/c)``, symmetric in R and 1/R). Higher is better forgetting.
+    open-unlearning memorization.py:114 ``closer_to_1_better`` (with 1/(R + 1e-10)); locuslab/tofu
+    aggregate_eval_stat.py:69 (``np.minimum(c, 1/c)``, symmetric in R and 1/R). Higher is better forgetting.
 
     Raises:
         DataError: no ratios, or NaN.
@@ -401,7 +403,7 @@ def forget_truth_ratio(ratios: Sequence[float]) -> float:
 def retain_truth_ratio(ratios: Sequence[float]) -> float:
     """Retain / real authors / world facts truth ratio: mean(max(0, 1 - R)); higher is better utility.
 
-    open-unlearning memorization.py ``true_better``; locuslab/tofu aggregate_eval_stat.py
+    open-unlearning memorization.py:119 ``true_better``; locuslab/tofu aggregate_eval_stat.py:71
     ``np.maximum(0, 1 - 1/c)`` with c = 1/R.
 
     Raises:
@@ -415,8 +417,8 @@ def forget_quality(unlearned_truth_ratios: Sequence[float], gold_truth_ratios: S
 
     Compares the forget-set truth ratios R of the unlearned model with those of the gold model
     (retrained without the forget set). Both references feed 1/R (locuslab/tofu
-    aggregate_eval_stat.py ``get_forget_quality``: ``exp(perturbed - paraphrased)``;
-    open-unlearning src/evals/metrics/utils.py ``get_forget_quality``: ``1 / (tr + 1e-10)``) to
+    aggregate_eval_stat.py:10 ``get_forget_quality``: ``exp(perturbed - paraphrased)``;
+    open-unlearning src/evals/metrics/utils.py:41 ``get_forget_quality``: ``1 / (tr + 1e-10)``) to
     ``scipy.stats.ks_2samp``; so does this function. (The KS statistic is unchanged by a monotone
     map applied to both samples, so R itself would give the same p-value.)
 
@@ -440,8 +442,8 @@ def forget_quality(unlearned_truth_ratios: Sequence[float], gold_truth_ratios: S
 def harmonic_mean(values: Sequence[float]) -> float:
     """Harmonic mean (TOFU model utility over its nine numbers); a 0 gives 0, as ``scipy.stats.hmean``.
 
-    locuslab/tofu aggregate_eval_stat.py and open-unlearning src/evals/metrics/utility.py
-    ``hm_aggregate`` both call ``scipy.stats.hmean``.
+    locuslab/tofu aggregate_eval_stat.py:78 (in ``get_model_utility``) and open-unlearning
+    src/evals/metrics/utility.py:13 ``hm_aggregate`` both call ``scipy.stats.hmean``.
 
     Raises:
         DataError: no values, NaN, or a negative value.
@@ -469,7 +471,7 @@ _ROUGE_L = None
 def rouge_l_recall(prediction: str, reference: str) -> float:
     """ROUGE-L recall of a generated answer against the reference answer (rouge-score, stemmed).
 
-    As open-unlearning src/evals/metrics/utils.py ``eval_rouge_recall_batch``:
+    As open-unlearning src/evals/metrics/utils.py:256 ``eval_rouge_recall_batch`` (in ``eval_text_similarity``):
     ``RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].recall``,
     i.e. the share of the reference's tokens in the longest common subsequence.
 
@@ -484,12 +486,12 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
 
 
 def extraction_strength(argmax_matches: Sequence[bool]) -> float:
-    """Extraction strength (Carlini et al. 2021; open-unlearning memorization.py ``extraction_strength``).
+    """Extraction strength (Carlini et al. 2021; open-unlearning memorization.py:211 ``extraction_strength``).
 
     ES = 1 - k / n, where n is the number of answer tokens and k the shortest answer prefix after
     which the teacher-forced greedy tokens reproduce the rest of the answer (``matches[k:]`` all
-    True). As in open-unlearning, k is searched over 0 .. n-1 only: when not even the last token
-    matches, k stays n - 1 and ES = 1/n (not 0).
+    True). As in open-unlearning (memorization.py:225), k is searched over 0 .. n-1 only: when not
+    even the last token matches, k stays n - 1 and ES = 1/n (not 0).
 
     Args:
         argmax_matches: per answer token, whether it is the argmax given the prompt and the true
@@ -508,7 +510,7 @@ def extraction_strength(argmax_matches: Sequence[bool]) -> float:
     k = n  # matches[k:] all True
     while k > 0 and matches[k - 1]:
         k -= 1
-    k = min(k, n - 1)  # open-unlearning's search stops at n - 1
+    k = min(k, n - 1)  # open-unlearning's search stops at n - 1 (memorization.py:225)
     return 1.0 - k / n
 
 
@@ -516,9 +518,9 @@ def normalised_option_probability(true_prob: float, false_probs: Sequence[float]
     """TOFU "Prob." on real authors / world facts: P(true) / (P(true) + sum P(false)).
 
     Each P is the per-token normalised answer probability exp(mean token log-prob); locuslab/tofu
-    aggregate_eval_stat.py ``get_model_utility`` (``avg_true_prob / avg_all_prob``) and
-    open-unlearning memorization.py ``probability_w_options`` (which adds 1e-10 to the denominator;
-    not here).
+    aggregate_eval_stat.py:28 ``get_model_utility`` (``avg_true_prob / avg_all_prob`` at line 53) and
+    open-unlearning memorization.py:45 ``probability_w_options`` (which adds 1e-10 to the denominator
+    at line 69; not here).
 
     Raises:
         DataError: no false options, a negative probability, or all probabilities 0.

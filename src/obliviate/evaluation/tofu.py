@@ -31,6 +31,11 @@ real_authors_truth_ratio    ra_Truth_Ratio
 world_facts_*               wf_Q_A_Prob_normalised, wf_Q_A_ROUGE, wf_Truth_Ratio
 model_utility               model_utility (hm_aggregate of the nine)
 ==========================  =============================================
+
+In open-unlearning, ``closer_to_1_better`` and ``true_better`` are src/evals/metrics/memorization.py:114
+and :119 (in ``truth_ratio``, :108), ``extraction_strength`` is memorization.py:211 and ``hm_aggregate``
+src/evals/metrics/utility.py:13. Line numbers: locuslab/open-unlearning memorization.py at commit 2db47ec,
+utility.py at commit 23625d3.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ from obliviate.tofu import (
 
 __all__ = ["TofuSpec", "UTILITY_KEYS", "tofu_scores", "tofu_summary", "raw_from_result", "compute_tofu"]
 
-# The nine numbers whose harmonic mean is TOFU's model utility (open-unlearning hm_aggregate).
+# The nine numbers whose harmonic mean is TOFU's model utility (open-unlearning utility.py:13 hm_aggregate).
 UTILITY_KEYS = tuple(f"{s}_{m}" for s in ("retain", "real_authors", "world_facts")
                      for m in ("prob", "rouge", "truth_ratio"))
 # Sets whose answers are generated and scored by ROUGE (not the holdout: it only feeds the attack).
