@@ -472,8 +472,9 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
     """ROUGE-L recall of a generated answer against the reference answer (rouge-score, stemmed).
 
     As open-unlearning src/evals/metrics/utils.py:256 ``eval_rouge_recall_batch`` (in ``eval_text_similarity``):
-    ``RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].recall``,
-    i.e. the share of the reference's tokens in the longest common subsequence.
+    ``RougeScorer(["rouge1", "rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].recall``
+    (obliviate builds the scorer with ``["rougeL"]`` only: the ROUGE-L score is the same), i.e. the share
+    of the reference's tokens in the longest common subsequence.
 
     Args:
         prediction: the model's answer (already cut at the stop string and stripped).
