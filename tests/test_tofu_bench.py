@@ -180,3 +180,30 @@ def test_bench_tofu_out_is_a_file(tiny_tofu, tiny_model_dir, tmp_path, capsys):
     assert main(["bench", "tofu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith(f"error: --out '{out}' is a file")
     assert out.read_text() == "notes"
+
+
+def test_bench_reuses_the_references_of_another_bench(tiny_tofu, tiny_model_dir, tmp_path, capsys):
+    common = ["bench", "tofu", "--preset", "cpu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu),
+              "--methods", "npo", "--set", "finetune.epochs=1", "--set", "unlearn.max_steps=2",
+              "--set", "eval.max_new_tokens=4", "--set", "eval.limit=4"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*common, "--out", str(first)]) == 0
+    capsys.readouterr()
+    # other unlearning settings on the same target and gold models: they are not trained again
+    assert main([*common, "--out", str(second), "--references", str(first), "--set", "unlearn.learning_rate=1e-3"]) == 0
+    assert "[target] [gold] reused from" in capsys.readouterr().err
+    assert not (second / "target").exists() and not (second / "gold").exists()
+    rows = {r["model"]: r for r in json.loads((second / "results.json").read_text())["rows"]}
+    before = {r["model"]: r for r in json.loads((first / "results.json").read_text())["rows"]}
+    assert rows["gold"]["forget_quality"] == pytest.approx(1.0)
+    assert rows["target"]["model_utility"] == before["target"]["model_utility"]
+    # references trained otherwise are refused before anything is written
+    for extra, message in ((["--set", "finetune.epochs=2"], "other finetune settings"),
+                           (["--retain-authors", "1"], "learnt other pairs"),
+                           ([], "holds no finished target model")):
+        refs = first if extra else tmp_path / "none"
+        out = tmp_path / "third"
+        assert main([*common, "--out", str(out), "--references", str(refs), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --references") and message in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()

@@ -301,7 +301,7 @@ def cmd_bench_tofu(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     options = drop_none({"model": args.model, "split": args.split, "methods": methods, "data_dir": args.data_dir,
-                         "retain_authors": args.retain_authors,
+                         "retain_authors": args.retain_authors, "references": args.references,
                          "trust_remote_code": True if args.trust_remote_code else None})
     config = make_config(args.preset, apply_overrides(options, args.set))
     run_bench(config, args.out, command="obliviate " + " ".join(args.argv))
@@ -458,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set unlearn.max_steps=20 --set method_settings.npo.beta=0.2")
     p.add_argument("--out", required=True, help="the bench folder (its run folders are reused when complete)")
+    p.add_argument("--references", metavar="BENCH",
+                   help="reuse the target and gold models of another bench folder (same model, split, retain "
+                        "authors and finetune settings), e.g. to try other unlearning settings")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (trusted sources only)")
     p.set_defaults(func=cmd_bench_tofu)
 

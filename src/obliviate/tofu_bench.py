@@ -82,6 +82,9 @@ class TofuBenchConfig:
     whp: TofuWHPSettings = field(default_factory=TofuWHPSettings)
     eval: TofuEvalSettings = field(default_factory=TofuEvalSettings)
     trust_remote_code: bool = False
+    # another bench folder whose target and gold models this bench reuses (e.g. to try other unlearning
+    # settings without training them again); its training data and settings must be this bench's own
+    references: str = ""
 
     def check(self) -> list[tuple[str, bool, str]]:
         from obliviate.tofu import SPLITS
@@ -169,6 +172,39 @@ def check_inputs(config: TofuBenchConfig, out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' is a file: pass a folder (new, or a bench folder to resume)")
     resolve_model_path(config.model)
+    if config.references:
+        check_references(config, out)
+
+
+def check_references(config: TofuBenchConfig, out: Path) -> None:
+    """The ``references`` bench folder holds complete target and gold models made as this bench would make them.
+
+    Raises:
+        ConfigError: a missing or unfinished model, or one trained on other data or with other settings.
+    """
+    import yaml
+
+    folder = Path(config.references)
+    if folder.resolve() == out.resolve():
+        raise ConfigError("--references names the bench folder itself: leave it out to reuse its own models")
+    rows = training_rows(config)
+    for name, learnt in (("target", "target"), ("gold", "retain")):
+        run = folder / name
+        try:
+            complete = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get("complete")
+            settings = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+            data = (folder / "data" / f"{learnt}.jsonl").read_text(encoding="utf-8")
+        except (OSError, ValueError, yaml.YAMLError):
+            complete = False
+        if not complete:
+            raise ConfigError(f"--references '{folder}' holds no finished {name} model: pass a bench folder whose "
+                              "bench tofu run trained its target and gold models")
+        if data != _jsonl_text(rows[learnt]):
+            raise ConfigError(f"--references '{folder}': its {name} model learnt other pairs (another split or "
+                              "retain authors): pass a bench of the same split and --retain-authors")
+        if settings.get("model") != config.model or settings.get("train") != to_dict(config.finetune):
+            raise ConfigError(f"--references '{folder}': its {name} model was trained from another model or with "
+                              "other finetune settings: use the same --model and finetune.* settings")
 
 
 # ---- data ----
@@ -184,20 +220,19 @@ def _tofu_dir(config: TofuBenchConfig) -> Path:
     return folder
 
 
+def _jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     from obliviate.runs import atomic_write_text
 
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, _jsonl_text(rows))
 
 
-def build_sets(config: TofuBenchConfig, out: Path) -> dict:
-    """Write the training files under ``out/data`` and return the evaluation sets.
-
-    Returns:
-        ``{"train": {"target", "gold", "forget", "retain"}: paths, "eval": {set name: [TofuQA]},
-        "retain_authors": [...]}``.
-    """
-    from obliviate.tofu import load_qa, load_sets, read_records, split_files
+def _split_pairs(config: TofuBenchConfig) -> tuple[list, list, list[int]]:
+    """The forget pairs, the retain pairs of the kept authors, and those authors."""
+    from obliviate.tofu import load_qa, read_records, split_files
 
     folder = _tofu_dir(config)
     full = read_records(folder / "full.json")
@@ -209,13 +244,32 @@ def build_sets(config: TofuBenchConfig, out: Path) -> dict:
     if config.retain_authors is not None:
         retain_authors = retain_authors[:config.retain_authors]
     keep = set(retain_authors)
-    retain = [qa for qa in retain if author.get(qa.question) in keep]
+    return forget, [qa for qa in retain if author.get(qa.question) in keep], retain_authors
+
+
+def training_rows(config: TofuBenchConfig) -> dict[str, list[dict]]:
+    """The rows of the bench's training files: ``forget``, ``retain`` and ``target`` (forget + retain)."""
+    forget, retain, _ = _split_pairs(config)
     pair = lambda qa: {"question": qa.question, "answer": qa.answer}  # noqa: E731
+    return {"forget": [pair(qa) for qa in forget], "retain": [pair(qa) for qa in retain],
+            "target": [pair(qa) for qa in forget + retain]}
+
+
+def build_sets(config: TofuBenchConfig, out: Path) -> dict:
+    """Write the training files under ``out/data`` and return the evaluation sets.
+
+    Returns:
+        ``{"train": {"target", "gold", "forget", "retain"}: paths, "eval": {set name: [TofuQA]},
+        "retain_authors": [...]}``.
+    """
+    from obliviate.tofu import load_sets
+
+    folder = _tofu_dir(config)
+    forget, _, retain_authors = _split_pairs(config)
     data = out / "data"
-    files = {"forget": data / "forget.jsonl", "retain": data / "retain.jsonl", "target": data / "target.jsonl"}
-    _write_jsonl(files["forget"], [pair(qa) for qa in forget])
-    _write_jsonl(files["retain"], [pair(qa) for qa in retain])
-    _write_jsonl(files["target"], [pair(qa) for qa in forget + retain])
+    files = {name: data / f"{name}.jsonl" for name in ("forget", "retain", "target")}
+    for name, rows in training_rows(config).items():
+        _write_jsonl(files[name], rows)
     _write_jsonl(data / "forget_text.jsonl",
                  [{"text": f"Question: {qa.question}\nAnswer: {qa.answer}"} for qa in forget])
 
@@ -250,6 +304,10 @@ def _seconds(folder: Path, stages) -> float:
 
 def train_references(config: TofuBenchConfig, out: Path, files: dict) -> dict[str, Path]:
     """The target model (forget + retain pairs) and the gold model (retain pairs only)."""
+    if config.references:  # checked before any work by check_references
+        folder = Path(config.references)
+        _say(f"[target] [gold] reused from {folder}")
+        return {"target": folder / "target" / "model", "gold": folder / "gold" / "model"}
     common = {"model": config.model, "train": to_dict(config.finetune), "trust_remote_code": config.trust_remote_code}
     _say("[target] fine-tuning on the forget and retain pairs")
     target = _qa_run(out / "target", method="finetune", learn=[files["target"]], **common)
@@ -417,7 +475,8 @@ def run_bench(config: TofuBenchConfig, out, command: str = "obliviate bench tofu
     _say(f"[bench] TOFU {config.split}: {len(sets['eval']['forget'])} forget pairs, "
          f"{len(sets['retain_authors'])} retain authors, methods {', '.join(methods)}")
     models = train_references(config, out, files)
-    seconds = {"target": _seconds(out / "target", ("train",)), "gold": _seconds(out / "gold", ("train",))}
+    trained = Path(config.references) if config.references else out
+    seconds = {"target": _seconds(trained / "target", ("train",)), "gold": _seconds(trained / "gold", ("train",))}
     for method in methods:
         _say(f"[unlearn] {method}")
         models[method] = unlearn(config, out, method, models["target"], files, sets)
