@@ -191,7 +191,9 @@ def test_bench_reuses_the_references_of_another_bench(tiny_tofu, tiny_model_dir,
     capsys.readouterr()
     # other unlearning settings on the same target and gold models: they are not trained again
     assert main([*common, "--out", str(second), "--references", str(first), "--set", "unlearn.learning_rate=1e-3"]) == 0
-    assert "[target] [gold] reused from" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[target] [gold] reused from" in err
+    assert f"[eval] target: reused {first / 'eval' / 'target.json'}" in err  # their scores too
     assert not (second / "target").exists() and not (second / "gold").exists()
     rows = {r["model"]: r for r in json.loads((second / "results.json").read_text())["rows"]}
     before = {r["model"]: r for r in json.loads((first / "results.json").read_text())["rows"]}

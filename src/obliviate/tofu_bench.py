@@ -372,11 +372,15 @@ def evaluate(config: TofuBenchConfig, out: Path, name: str, model_dir: Path, set
     key = settings_hash({"weights": weights_hash(str(model_dir)), "eval": to_dict(config.eval),
                          "sets": {k: [qa.question for qa in v] for k, v in sets.items()}})
     path = out / "eval" / f"{name}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            _say(f"[eval] {name}: reused {path}")
-            return cached
+    # the references' bench may hold this model's scores already (same weights, settings and sets)
+    for known in (path, *([Path(config.references) / "eval" / f"{name}.json"] if config.references else [])):
+        if known.is_file():
+            cached = json.loads(known.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                _say(f"[eval] {name}: reused {known}")
+                if known != path:
+                    atomic_write_json(path, cached)
+                return cached
     _say(f"[eval] {name}")
     loaded = load_model(str(model_dir), trust_remote_code=config.trust_remote_code)
     start = time.perf_counter()
