@@ -18,7 +18,7 @@ without the forget authors. The bench builds, under ``--out``, ordinary run fold
 
 A folder already complete for the same inputs is reused, so an interrupted bench resumes where it
 stopped. ``--preset gpu`` (the default) is TOFU's own protocol; ``--preset cpu`` a documented
-subset that a 2-core machine runs in about an hour (:data:`PRESETS`).
+subset that a 2-core machine runs in about 81 minutes (benchmarks/RESULTS.md) (:data:`PRESETS`).
 """
 
 from __future__ import annotations
