@@ -135,3 +135,32 @@ def test_configs_built_in_python_are_validated_too():
         validate(WHPConfig(finetune=TrainConfig(learning_rate=-1.0)))
     with pytest.raises(ConfigError, match="'finetune.max_steps' must be >= 0"):
         validate(WHPConfig(finetune=TrainConfig(max_steps=-3)))
+
+
+def test_a_preset_is_a_layer_under_the_file_the_options_and_set(tmp_path):
+    from obliviate.settings import resolve
+    from obliviate.whp.presets import WHP_PRESETS
+
+    for name, preset in WHP_PRESETS.items():
+        config = resolve("whp", preset=name)
+        assert config.finetune.learning_rate == preset["finetune"]["learning_rate"]
+        assert config.labels.alpha == preset["labels"]["alpha"]
+        assert config.reinforce.train.epochs == preset["reinforce"]["train"]["epochs"]
+    preset = WHP_PRESETS["demo"]
+    path = tmp_path / "run.yaml"
+    path.write_text("labels:\n  alpha: 11\n")
+    config = resolve("whp", preset="demo", config_file=path, options={"finetune": {"epochs": 7}},
+                     overrides=["finetune.learning_rate=3e-6"])
+    assert config.labels.alpha == 11 and config.finetune.epochs == 7 and config.finetune.learning_rate == 3e-6
+    assert config.reinforce.train.learning_rate == preset["reinforce"]["train"]["learning_rate"]  # the rest kept
+    assert config.finetune.warmup_ratio == preset["finetune"]["warmup_ratio"]
+
+
+def test_an_unknown_preset_is_one_line_before_any_work(tmp_path, capsys):
+    from obliviate.cli import main
+
+    out = tmp_path / "run"
+    code = main(["whp", "--preset", "huge", "--target", str(tmp_path / "t.txt"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: unknown WHP preset 'huge': use one of"), err
+    assert not out.exists()

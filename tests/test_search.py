@@ -164,6 +164,15 @@ def test_search_writes_trials_best_yaml_and_never_computes_the_heldout_half(kit,
     assert set(final["metrics"]["hp_probability"]["best"]) == {"tune", "heldout"}
 
 
+def test_a_range_narrows_the_sampled_values_and_is_part_of_the_question(kit, tiny_model_dir, tmp_path):
+    out = tmp_path / "search"
+    _run(kit, tiny_model_dir, out, _search(kit, trials=3, ranges={"train.learning_rate": ["2e-5", "3e-5"]}))
+    rates = [t["settings"]["train.learning_rate"] for t in _trials(out)]
+    assert len(rates) == 3 and all(2e-5 <= r <= 3e-5 for r in rates), rates
+    with pytest.raises(ConfigError, match="holds a search with other settings"):  # another range, same folder
+        _run(kit, tiny_model_dir, out, _search(kit, trials=4, ranges={"train.learning_rate": ["1e-5", "3e-5"]}))
+
+
 def test_resume_continues_the_same_study(kit, tiny_model_dir, tmp_path):
     out = tmp_path / "search"
     _run(kit, tiny_model_dir, out, _search(kit, trials=2))
@@ -231,6 +240,14 @@ def test_whp_search_shares_the_reinforced_model(tmp_path, tiny_model_dir, monkey
     (["--method", "gradient_ascent", "--objective", "hp_cloze_heldout"], "which is not in the tune half"),
     (["--method", "gradient_ascent", "--trials", "0"], "search trials must be an integer >= 1"),
     (["--method", "gradient_ascent", "--set", "train.learning_rate=1e-3"], "--set train.learning_rate is searched"),
+    (["--method", "gradient_ascent", "--range", "train.learning_rate=1e-4"], "write SETTING=LOW:HIGH"),
+    (["--method", "gradient_ascent", "--range", "train.learning_rate=1e-3:1e-5"], "LOW must be at most HIGH"),
+    (["--method", "gradient_ascent", "--range", "train.learning_rate=0:1e-5"], "LOW must be above 0"),
+    (["--method", "gradient_ascent", "--range", "train.learning_rate=a:b"], "give LOW:HIGH as two numbers"),
+    (["--method", "gradient_ascent", "--range", "train.epochs=1:2.5"], "give whole numbers"),
+    (["--method", "gradient_ascent", "--range", "lora.enabled=0:1"], "a true/false setting has no range"),
+    (["--method", "gradient_ascent", "--params", "train.epochs", "--range", "train.learning_rate=1e-5:1e-4"],
+     "--range train.learning_rate: not a searched setting"),
 ])
 def test_bad_search_inputs(kit, tiny_model_dir, tmp_path, capsys, extra, message):
     out = tmp_path / "never"

@@ -192,3 +192,52 @@ def test_whp_with_lora_adapter(kit, tiny_model_dir, tmp_path, monkeypatch):
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "model")
     evaluations = json.loads((out / "metrics.json").read_text())["evaluations"]
     assert evaluations["unlearned"]["model"]["weights_sha256"] != evaluations["base"]["model"]["weights_sha256"]
+
+
+def _kl_to_base_on(text_file, model_dir, base_dir) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from obliviate.losses import kl_to_reference
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    ids = torch.tensor([tok(text_file.read_text())["input_ids"][:64]])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return float(kl_to_reference(model(input_ids=ids).logits, base(input_ids=ids).logits, torch.ones_like(ids)))
+
+
+def test_a_retain_term_holds_the_baseline_on_general_text(kit, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
+    plain, kept = tmp_path / "plain", tmp_path / "kept"
+    assert main(_args(kit, tiny_model_dir, plain, "--set", "finetune.epochs=2")) == 0
+    assert main(_args(kit, tiny_model_dir, kept, "--set", "finetune.epochs=2", "--reinforced", str(plain / "reinforced"),
+                      "--retain", str(kit / "general.txt"), "--retain-weight", "50")) == 0
+    config = yaml.safe_load((kept / "config.yaml").read_text())
+    assert config["retain"]["weight"] == 50 and config["retain"]["sources"]
+    state = json.loads((kept / "state.json").read_text())["stages"]["finetune"]
+    assert len(state["inputs"]["retain_sha256"]) == 64  # the retain text is an input of the stage
+    logged = [json.loads(line) for line in (kept / "log.jsonl").read_text().splitlines()]
+    assert any("retain_kl" in json.dumps(entry) for entry in logged)
+    drift_plain = _kl_to_base_on(kit / "general.txt", plain / "model", tiny_model_dir)
+    drift_kept = _kl_to_base_on(kit / "general.txt", kept / "model", tiny_model_dir)
+    assert drift_plain > 0 and drift_kept < 0.5 * drift_plain, (drift_plain, drift_kept)
+
+
+def test_whp_distill_retain_term_is_zero_at_the_reference(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.losses import IGNORE_INDEX
+    from obliviate.methods.whp_distill import WHPDistill, WHPDistillConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = torch.randint(0, 50, (2, 12))
+    labels = torch.where(torch.rand(2, 12) < 0.5, torch.randint(0, 50, (2, 12)), torch.full((2, 12), IGNORE_INDEX))
+    part = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    method = WHPDistill(WHPDistillConfig(alpha=3.0))
+    method.prepare(model)
+    loss, logs = method.loss(model, {"forget": part, "retain": {"input_ids": ids, "attention_mask": torch.ones_like(ids)}})
+    alone, _ = WHPDistill().loss(model, part)
+    assert float(logs["retain_kl"]) == pytest.approx(0.0, abs=1e-6) and float(loss.detach()) == pytest.approx(float(alone.detach()))

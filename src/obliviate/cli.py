@@ -14,11 +14,17 @@ from obliviate.errors import ObliviateError
 
 def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (CLI options and --set override it)")
+    p.add_argument("--preset", help="named settings under the config file and options: demo or strong "
+                                    "(docs/whp.md says what each was measured to do)")
     p.add_argument("--model", help="baseline: embedded name (smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--target", action="append", help="target corpus: file, folder, glob or JSONL (repeatable)")
     p.add_argument("--text-field", help="JSONL field holding the text (default: text)")
     p.add_argument("--anchors", help="anchored-terms dictionary (JSON or YAML)")
     p.add_argument("--reinforced", help="an existing reinforced model (skips training one)")
+    p.add_argument("--retain", action="append",
+                   help="general text kept during the fine-tune: KL to the baseline on it (repeatable; not in the "
+                        "paper)")
+    p.add_argument("--retain-weight", type=float, help="weight of the --retain KL term (default 1)")
     p.add_argument("--alpha", type=float, help="WHP alpha (default 5)")
     p.add_argument("--soft-labels", action="store_true", default=None, help="distil top-k soft labels (KL)")
     p.add_argument("--context-length", type=int, help="tokens per block (default 512)")
@@ -62,6 +68,7 @@ def _whp_options(args) -> dict:
         "reinforce": {"model": args.reinforced, "train": {"report_to": trackers}},
         "labels": {"alpha": args.alpha, "soft": args.soft_labels},
         "finetune": {"report_to": trackers},
+        "retain": {"sources": args.retain, "weight": args.retain_weight},
         "card": {"license": args.license},
         "lora": {"enabled": args.lora, "save": args.lora_save},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,
@@ -73,7 +80,7 @@ def _whp_config(args):
     from obliviate.settings import resolve
 
     return resolve("whp", config_file=args.config, options=_whp_options(args), overrides=args.set, out=args.out,
-                   trust_remote_code=args.trust_remote_code)
+                   trust_remote_code=args.trust_remote_code, preset=args.preset)
 
 
 def cmd_whp(args, stages=None) -> int:

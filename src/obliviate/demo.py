@@ -13,14 +13,13 @@ from pathlib import Path
 
 from obliviate.config import from_dict, to_dict
 from obliviate.whp.pipeline import WHPConfig, WHPRun
+from obliviate.whp.presets import preset_layer
 
-# Sized to finish in well under 15 minutes on 2 CPU cores (see benchmarks/RESULTS.md).
+# Sized to finish in well under 15 minutes on 2 CPU cores (see benchmarks/RESULTS.md): the
+# synthesis, then the WHP preset "demo" (obliviate.whp.presets).
 DEMO_SETTINGS = {
     "synthesize": {"n_samples": 48, "max_new_tokens": 160, "temperature": 0.9, "batch_size": 16, "seed": 0},
-    "target": {"context_length": 256, "heldout_fraction": 0.1},
-    "reinforce": {"train": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 4, "warmup_ratio": 0.1}},
-    "labels": {"alpha": 5.0, "batch_size": 4},
-    "finetune": {"epochs": 2, "learning_rate": 2e-5, "batch_size": 4, "warmup_ratio": 0.1},
+    **preset_layer("demo"),
 }
 
 

@@ -102,6 +102,7 @@ class SearchConfig:
     pruner: str = "median"  # median, successive_halving or none
     seed: int = 0  # TPE sampler seed
     limit: int | None = None  # cap the items of every metric (quick searches)
+    ranges: dict | None = None  # {path: [low, high]}: replaces the table's range of a numeric setting
 
 
 def _say(message: str) -> None:
@@ -168,6 +169,7 @@ def check_search(search: SearchConfig, suite=None) -> dict:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"search {key} must be a number >= 0 (percent), not {value!r}")
     space = {p: space[p] for p in (search.params or space)}
+    space = {**space, **_ranged(space, search.ranges or {})}
     if suite is None:
         return {"space": space}
     from obliviate.evaluation.halves import half_metrics
@@ -206,6 +208,32 @@ def _check_config_method(config_file, kind: str, method: str) -> None:
     if given != method:
         raise ConfigError(f"--config '{config_file}' describes a '{given}' run, not '{method}': pass --method "
                           f"{given}, or a config of a {method} run")
+
+
+def _ranged(space: dict, ranges: dict) -> dict:
+    """The searched settings whose range ``ranges`` replaces (``{path: [low, high]}``), checked."""
+    out = {}
+    for path, bounds in ranges.items():
+        if path not in space:
+            raise ConfigError(f"--range {path}: not a searched setting; search it (--params) or use one of "
+                              f"{', '.join(space)}")
+        p = space[path]
+        if p.kind == "bool":
+            raise ConfigError(f"--range {path}: a true/false setting has no range; fix it with --set instead")
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--range {path}: give LOW:HIGH as two numbers, not {bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            raise ConfigError(f"--range {path}={low:g}:{high:g}: LOW must be at most HIGH")
+        if p.kind == "layer" and not 0 <= low <= high <= 1:
+            raise ConfigError(f"--range {path}: a layer range is a fraction of the depth, between 0 and 1")
+        if p.kind == "int" and (low != int(low) or high != int(high) or low < 1):
+            raise ConfigError(f"--range {path}: give whole numbers of at least 1, not {low:g}:{high:g}")
+        if p.log and low <= 0:
+            raise ConfigError(f"--range {path}: searched on a log scale, so LOW must be above 0")
+        out[path] = Param(p.kind, low, high, p.log)
+    return out
 
 
 def _request(search: SearchConfig, config) -> dict:

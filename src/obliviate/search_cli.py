@@ -28,6 +28,9 @@ def add_search_parser(subparsers):
                                     "labels.alpha,finetune.learning_rate (default: all)")
     p.add_argument("--suite", help="built-in suite or suite YAML (default harry_potter)")
     p.add_argument("--data-dir", help="the suite's data folder (default $OBLIVIATE_DATA_DIR)")
+    p.add_argument("--range", action="append", default=[], metavar="SETTING=LOW:HIGH", dest="ranges",
+                   help="narrow a searched setting's range, e.g. --range finetune.learning_rate=5e-6:1e-4 "
+                        "(repeatable)")
     p.add_argument("--objective", help="forgetting metrics (default: the suite's forget-group tune metrics)")
     p.add_argument("--perplexity-metric", help="perplexity bound metric (default general_perplexity_tune)")
     p.add_argument("--max-perplexity-rise", type=float, help="percent over the base (default 5)")
@@ -49,6 +52,19 @@ def _csv(text: str | None) -> list[str] | None:
     return [item.strip() for item in text.split(",") if item.strip()] if text is not None else None
 
 
+def _ranges(items: list[str]) -> dict | None:
+    from obliviate.errors import ConfigError
+
+    ranges = {}
+    for item in items:
+        path, sep, bounds = item.partition("=")
+        low, colon, high = bounds.partition(":")
+        if not sep or not colon or not path.strip():
+            raise ConfigError(f"--range {item!r}: write SETTING=LOW:HIGH, e.g. finetune.learning_rate=5e-6:1e-4")
+        ranges[path.strip()] = [low.strip(), high.strip()]
+    return ranges or None
+
+
 def search_config(args):
     """The :class:`obliviate.search.SearchConfig` of parsed options (its defaults for those not given)."""
     from obliviate.config import drop_none
@@ -59,7 +75,7 @@ def search_config(args):
         "data_dir": args.data_dir, "objective": _csv(args.objective), "perplexity_metric": args.perplexity_metric,
         "max_perplexity_rise": args.max_perplexity_rise, "retain_metrics": _csv(args.retain_metrics),
         "max_retain_change": args.max_retain_change, "pruner": args.pruner, "seed": args.search_seed,
-        "limit": args.limit}))
+        "limit": args.limit, "ranges": _ranges(args.ranges)}))
 
 
 def cmd_search(args) -> int:

@@ -83,7 +83,7 @@ def folder_layer(out, kind: str) -> dict:
 
 
 def resolve(kind: str, *, config_file=None, options: dict | None = None, overrides=(), out=None,
-            trust_remote_code: bool = False):
+            trust_remote_code: bool = False, preset: str | None = None):
     """The config of a ``kind`` run from every layer the user gave.
 
     Args:
@@ -93,12 +93,20 @@ def resolve(kind: str, *, config_file=None, options: dict | None = None, overrid
         overrides: ``key.sub=value`` strings (``method.X=V`` for a method's setting).
         out: a run folder whose ``config.yaml`` is the bottom layer (resuming with only --out).
         trust_remote_code: the user's own command-line flag.
+        preset: a WHP preset (:data:`obliviate.whp.presets.WHP_PRESETS`), the layer above the run
+            folder's and below the config file's.
 
     Raises:
         ConfigError: an unknown key, a malformed or out-of-range value, trust_remote_code in a file.
     """
     config_class, _ = run_classes(kind)
     data = drop_none(folder_layer(out, kind))
+    if preset is not None:
+        from obliviate.whp.presets import preset_layer
+
+        if kind != "whp":
+            raise ConfigError("presets are WHP settings: --preset goes with `obliviate whp`")
+        data = merge(data, preset_layer(preset))
     if config_file:
         data = merge(data, _file_layer(load_yaml(config_file), f"'{config_file}'", kind))
     data = merge(data, drop_none(options or {}))

@@ -38,6 +38,22 @@ class ReinforceConfig:
 
 
 @dataclass
+class WHPRetainConfig:
+    """Optional general text on which the fine-tune keeps the baseline's predictions (obliviate's
+    addition to the paper): ``weight * KL(baseline || model)`` on its blocks, one per label block."""
+
+    sources: list[str] = field(default_factory=list)  # files, folders, globs, JSON(L); none: the paper's loss
+    text_field: str = "text"  # record field with the text
+    weight: float = 1.0  # weight of the KL term (used only with sources)
+    max_blocks: int | None = None  # cap on retain blocks: the first N in text order
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Range rules (see :func:`obliviate.config.validate`)."""
+        return [("weight", self.weight >= 0, ">= 0"),
+                ("max_blocks", self.max_blocks is None or self.max_blocks >= 1, ">= 1 (or unset for no cap)")]
+
+
+@dataclass
 class WHPConfig:
     """A whole "Who's Harry Potter?" run."""
 
@@ -47,6 +63,7 @@ class WHPConfig:
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, learning_rate=1e-5, batch_size=4))
+    retain: WHPRetainConfig = field(default_factory=WHPRetainConfig)  # optional KL to the baseline on general text
     lora: LoraSettings = field(default_factory=LoraSettings)  # fine-tune LoRA adapters instead of all weights
     eval: QuickEvalConfig = field(default_factory=QuickEvalConfig)
     trust_remote_code: bool = False  # allow custom model code (only if you trust the source)
@@ -80,6 +97,11 @@ def _sharded_labels(base_model, reinforced_model, blocks, matcher, config, pad_i
     return gather_labels(gather_object([share]))
 
 
+def with_retain(labels: list[dict], retain: list[list[int]]) -> list[dict]:
+    """``{"forget": label example, "retain": {"input_ids": block}}``, retain blocks cycled."""
+    return [{"forget": e, "retain": {"input_ids": retain[i % len(retain)]}} for i, e in enumerate(labels)]
+
+
 class WHPRun(StagedRun):
     """One WHP run over a run folder. ``run()`` executes the stages that are not yet done."""
 
@@ -87,7 +109,7 @@ class WHPRun(StagedRun):
     STAGES = STAGES
     DISTRIBUTED = ("reinforce", "labels", "finetune")
     CHECKPOINTED = ("reinforce", "finetune")
-    PATH_SETTINGS = ("model", "anchors", "target.sources", "reinforce.model", "eval.probe_prompts",
+    PATH_SETTINGS = ("model", "anchors", "target.sources", "retain.sources", "reinforce.model", "eval.probe_prompts",
                      "eval.familiarity_prompts", "eval.general_text")
 
     def __init__(self, config: WHPConfig, out, overwrite: bool = False):
@@ -104,6 +126,18 @@ class WHPRun(StagedRun):
         docs = read_corpus(c.sources, c.text_field)
         return make_blocks(docs, self.tokenizer(), c.context_length, c.heldout_fraction, c.seed,
                            max_blocks=c.max_blocks)
+
+    def retain_blocks(self) -> list[list[int]]:
+        """Blocks of the retain text (``retain.sources``), cut as the target is; [] without sources."""
+        r, c = self.config.retain, self.config.target
+        if not r.sources:
+            return []
+        docs = read_corpus(r.sources, r.text_field)
+        blocks = make_blocks(docs, self.tokenizer(), c.context_length, 0.0, c.seed, max_blocks=r.max_blocks).train
+        if not blocks:
+            raise DataError(f"retain text {', '.join(r.sources)} gives no block of {c.context_length} tokens: "
+                            "give more text or a smaller target.context_length")
+        return blocks
 
     def matcher(self, blocks=None):
         from obliviate.whp.anchors import AnchorMatcher, load_anchored_terms, prune_anchored_terms
@@ -132,6 +166,7 @@ class WHPRun(StagedRun):
         c = self.config
         blocks = self.blocks()
         self.matcher(blocks.train)
+        self.retain_blocks()
         check_context_length(c.model, c.target.context_length, "target.context_length", c.trust_remote_code)
         if c.reinforce.model:
             check_same_tokenizer(self.tokenizer(), load_tokenizer(c.reinforce.model, c.trust_remote_code))
@@ -150,7 +185,10 @@ class WHPRun(StagedRun):
         if stage == "labels":
             return {"settings": settings_hash(section["labels"]), "anchors_sha256": file_sha256(c.anchors)}
         if stage == "finetune":
-            return {"settings": settings_hash([section["finetune"], section["lora"]])}
+            inputs = {"settings": settings_hash([section["finetune"], section["lora"]])}
+            if c.retain.sources:  # absent without retain text: runs made before the option keep their hashes
+                inputs.update(retain=settings_hash(section["retain"]), retain_sha256=corpus_hash(c.retain.sources))
+            return inputs
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
 
     def manifest_facts(self) -> dict:
@@ -220,6 +258,7 @@ class WHPRun(StagedRun):
 
     def _stage_finetune(self, blocks) -> dict:
         from obliviate.methods import WHPDistill
+        from obliviate.methods.whp_distill import WHPDistillConfig
         from obliviate.models import load_model
 
         self.require("labels")
@@ -228,9 +267,15 @@ class WHPRun(StagedRun):
         examples = load_labels(labels_dir / "train.safetensors")
         heldout_file = labels_dir / "heldout.safetensors"
         heldout = load_labels(heldout_file) if heldout_file.exists() else None
+        retain = self.retain_blocks()
+        method = WHPDistill(WHPDistillConfig(alpha=self.config.retain.weight if retain else 0.0))
+        if retain:  # each label block with a retain block, cycled (the held-out loss holds both terms too)
+            method.prepare(loaded.model)
+            examples = with_retain(examples, retain)
+            heldout = with_retain(heldout, retain) if heldout else None
         lora = self.config.lora
         model = apply_lora(loaded.model, lora) if lora.enabled else loaded.model
-        result = train(model, WHPDistill(), examples, self.config.finetune, heldout_examples=heldout,
+        result = train(model, method, examples, self.config.finetune, heldout_examples=heldout,
                        pad_id=loaded.tokenizer.pad_token_id, log=self.folder.log,
                        checkpoint_dir=self.checkpoint_dir("finetune"), desc="finetune",
                        tracker_dir=self.tracker_dir)
