@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default=os.environ.get("OBLIVIATE_DATA_DIR") or str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--measures", default=",".join(FORGET + RETAIN),
                         help="comma-separated measures (metric names without _tune/_heldout)")
+    parser.add_argument("--halves", default="tune,heldout", choices=("tune,heldout", "tune"),
+                        help="tune only while choosing settings (the held-out half is then not computed)")
     parser.add_argument("--out", help="also write every model's values (JSON) here")
     return parser
 
@@ -59,14 +61,15 @@ def change(value: float, ref: float) -> str:
     return f" ({100 * (value - ref) / ref:+.0f}%)" if ref else ""
 
 
-def render(models: list[str], values: dict, measures: list[str]) -> str:
-    head = ["measure"] + [f"{m} {h}" for m in models for h in ("tune", "held-out")]
+def render(models: list[str], values: dict, measures: list[str], halves=("tune", "heldout")) -> str:
+    label = {"tune": "tune", "heldout": "held-out"}
+    head = ["measure"] + [f"{m} {label[h]}" for m in models for h in halves]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = models[0]
     for measure in measures:
         cells = [measure]
         for m in models:
-            for half in ("tune", "heldout"):
+            for half in halves:
                 v, r = values[m][f"{measure}_{half}"], values[ref][f"{measure}_{half}"]
                 cells.append(f"{v:.4f}" + ("" if m == ref else change(v, r)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -84,13 +87,14 @@ def main() -> None:
 
     suite = load_suite("harry_potter", data_dir=args.data_dir)
     split = set(half_metrics(suite, "tune")) | set(half_metrics(suite, "heldout"))
-    names = [f"{m}_{h}" for m in measures for h in ("tune", "heldout")]
+    halves = tuple(args.halves.split(","))
+    names = [f"{m}_{h}" for m in measures for h in halves]
     unknown = [n for n in names if n not in split]
     if unknown:
         sys.exit(f"error: not a split measure of the harry_potter suite: {unknown[0]}")
     torch.manual_seed(0)
     values = {name: score(spec, suite, names) for name, spec in models}
-    table = render([n for n, _ in models], values, measures)
+    table = render([n for n, _ in models], values, measures, halves)
     print(table)
     if args.out:
         Path(args.out).write_text(json.dumps({"models": dict(models), "values": values}, indent=1))

@@ -48,3 +48,9 @@ def test_search_table_rows(tmp_path):
     assert rows[0] == "| trial | state | labels.alpha | labels.soft | objective | feasible | fact_cloze_tune | s |"
     assert rows[2] == "| 0 | complete | 6.4 | false | +0.250 | true | -50% | 300 |"
     assert rows[3] == "| 1 | pruned | 2 | true | - | - | - | - |"
+
+
+def test_tune_only_table(bench):
+    values = {"base": {"name_mass_tune": 0.1}, "v": {"name_mass_tune": 0.01}}
+    head, _, row = bench.render(["base", "v"], values, ["name_mass"], ("tune",)).strip().splitlines()
+    assert head == "| measure | base tune | v tune |" and row == "| name_mass | 0.1000 | 0.0100 (-90%) |"
