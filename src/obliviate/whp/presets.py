@@ -20,6 +20,18 @@ WHP_PRESETS: dict[str, dict] = {
         "labels": {"alpha": 5.0, "batch_size": 4},
         "finetune": {"epochs": 2, "learning_rate": 2e-5, "batch_size": 4, "warmup_ratio": 0.1},
     },
+    # The strongest forgetting measured on the tune half of the Harry Potter dev evaluation so far
+    # (benchmarks/RESULTS.md, "WHP settings search and variants": variant vA, the settings of search
+    # trial 1 plus the retain term). Give general text with --retain for the KL term; without it
+    # the fine-tune is the paper's and general perplexity rises about twice as much. It misses the
+    # issue's bounds: general perplexity +8% on the tune half, neighbours damaged.
+    "strong": {
+        "target": {"context_length": 256, "heldout_fraction": 0.1},
+        "reinforce": {"train": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 4, "warmup_ratio": 0.1}},
+        "labels": {"alpha": 9.0, "soft": True, "batch_size": 4},
+        "finetune": {"epochs": 2, "learning_rate": 9e-5, "batch_size": 4, "warmup_ratio": 0.1},
+        "retain": {"weight": 5.0, "max_blocks": 64},
+    },
 }
 
 
