@@ -15,7 +15,7 @@ from obliviate.errors import ObliviateError
 def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (CLI options and --set override it)")
     p.add_argument("--preset", help="named settings under the config file and options: demo or strong "
-                                    "(docs/whp.md says what each was measured to do)")
+                                    "(obliviate.whp.presets; benchmarks/RESULTS.md has what each was measured to do)")
     p.add_argument("--model", help="baseline: embedded name (smollm2-135m), HF folder, .gguf file or hub id")
     p.add_argument("--target", action="append", help="target corpus: file, folder, glob or JSONL (repeatable)")
     p.add_argument("--text-field", help="JSONL field holding the text (default: text)")

@@ -1,14 +1,16 @@
 """WHP fine-tune: train the baseline on its generic labels (Eldan & Russinovich 2023, §3).
 
 Hard labels: cross-entropy on labelled positions only. Soft labels: KL against the top-k of
-``softmax(v_generic)``. Optional (obliviate's addition, not the paper's): ``alpha`` (the pipeline's ``retain.weight``) times
-KL(frozen baseline || model) on retain text (general text), which holds the predictions away from
+``softmax(v_generic)``. Optional (obliviate's addition, not the paper's): ``alpha`` (the
+pipeline's ``retain.weight``) times KL(frozen baseline || model) on retain text (general text), which holds the predictions away from
 the target where the generic labels say nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from obliviate.losses import kl_to_reference, soft_label_kl, token_nll
 from obliviate.methods._common import Paper, check_setting, frozen_copy, logits_of
@@ -28,8 +30,8 @@ class WHPDistillConfig:
 class WHPDistill:
     """Cross-entropy on generic labels ``argmax(v_base - alpha * relu(v_reinforced - v_base))`` (or KL to
     their top-k) at the mapped positions; the labels are set by the WHP pipeline's ``labels.*``. With
-    ``alpha > 0`` (the pipeline's ``retain.weight``, given ``--retain`` text) a batch is ``{"forget": labels, "retain": text}`` and the loss adds
-    ``alpha * KL(baseline || model)`` on the retain tokens.
+    ``alpha > 0`` (the pipeline's ``retain.weight``, given ``--retain`` text) a batch is
+    ``{"forget": labels, "retain": text}`` and the loss adds ``alpha * KL(baseline || model)`` on the retain tokens.
     """
 
     unlearning = False  # trains on the generic labels of `obliviate whp`, not on forget/retain pairs
@@ -63,8 +65,6 @@ class WHPDistill:
         distill = self.distill_term(model, batch["forget"])
         retain = batch["retain"]
         logits, _ = logits_of(model, retain)
-        import torch
-
         with torch.no_grad():
             ref_logits, _ = logits_of(self.reference, retain)
         kl = kl_to_reference(logits, ref_logits, retain["attention_mask"])
