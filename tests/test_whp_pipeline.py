@@ -225,6 +225,26 @@ def test_a_retain_term_holds_the_baseline_on_general_text(kit, tiny_model_dir, t
     assert drift_plain > 0 and drift_kept < 0.5 * drift_plain, (drift_plain, drift_kept)
 
 
+def test_translated_target_as_retain_text(kit, tiny_model_dir, tmp_path, monkeypatch):
+    from obliviate.settings import resolve
+    from obliviate.whp.pipeline import WHPRun
+
+    monkeypatch.setenv("OBLIVIATE_PROGRESS", "0")
+    out = tmp_path / "run"
+    assert main(_args(kit, tiny_model_dir, out, "--retain-translated", "--retain", str(kit / "general.txt"))) == 0
+    state = json.loads((out / "state.json").read_text())["stages"]["finetune"]
+    assert "retain_translation" in state["inputs"]  # the translation's settings are an input of the stage
+    run = WHPRun(resolve("whp", out=out), out)
+    retain, train_blocks = run.retain_blocks(), run.blocks().train
+    tok = run.tokenizer()
+    translated = [tok.decode(b) for b in retain[0::2][:len(train_blocks)]]
+    general = [tok.decode(b) for b in retain[1::2]]
+    assert len(retain) > len(train_blocks) and all("farmer" in text for text in general[:1])
+    assert all("Hogwarts" not in text and "Dumbledore" not in text for text in translated)
+    assert any("Academy" in text or "headmaster" in text for text in translated)
+    assert all(len(b) <= 32 for b in retain)
+
+
 def test_whp_distill_retain_term_is_zero_at_the_reference(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM

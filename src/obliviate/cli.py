@@ -24,7 +24,10 @@ def _add_whp_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain", action="append",
                    help="general text kept during the fine-tune: KL to the baseline on it (repeatable; not in the "
                         "paper)")
-    p.add_argument("--retain-weight", type=float, help="weight of the --retain KL term (default 1)")
+    p.add_argument("--retain-translated", action="store_true", default=None,
+                   help="also keep the baseline's predictions on the target text translated to generic "
+                        "counterparts: the target's domain without its names (not in the paper)")
+    p.add_argument("--retain-weight", type=float, help="weight of the retain KL term (default 1)")
     p.add_argument("--alpha", type=float, help="WHP alpha (default 5)")
     p.add_argument("--soft-labels", action="store_true", default=None, help="distil top-k soft labels (KL)")
     p.add_argument("--context-length", type=int, help="tokens per block (default 512)")
@@ -68,7 +71,7 @@ def _whp_options(args) -> dict:
         "reinforce": {"model": args.reinforced, "train": {"report_to": trackers}},
         "labels": {"alpha": args.alpha, "soft": args.soft_labels},
         "finetune": {"report_to": trackers},
-        "retain": {"sources": args.retain, "weight": args.retain_weight},
+        "retain": {"sources": args.retain, "weight": args.retain_weight, "translated": args.retain_translated},
         "card": {"license": args.license},
         "lora": {"enabled": args.lora, "save": args.lora_save},
         "eval": {"probe_prompts": args.probe_prompts, "familiarity_prompts": args.familiarity_prompts,

@@ -39,13 +39,20 @@ class ReinforceConfig:
 
 @dataclass
 class WHPRetainConfig:
-    """Optional general text on which the fine-tune keeps the baseline's predictions (obliviate's
-    addition to the paper): ``weight * KL(baseline || model)`` on its blocks, one per label block."""
+    """Optional text on which the fine-tune keeps the baseline's predictions (obliviate's addition
+    to the paper): ``weight * KL(baseline || model)`` on its blocks, one per label block. The text
+    is general text (``sources``), the target blocks translated to their generic counterparts
+    (``translated``: the target's domain without its names), or both, alternating."""
 
     sources: list[str] = field(default_factory=list)  # files, folders, globs, JSON(L); none: the paper's loss
     text_field: str = "text"  # record field with the text
-    weight: float = 1.0  # weight of the KL term (used only with sources)
-    max_blocks: int | None = None  # cap on retain blocks: the first N in text order
+    weight: float = 1.0  # weight of the KL term (used only with sources or translated)
+    max_blocks: int | None = None  # cap on general-text blocks: the first N in text order
+    translated: bool = False  # also keep the baseline on the translated target blocks
+
+    @property
+    def active(self) -> bool:
+        return bool(self.sources) or self.translated
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Range rules (see :func:`obliviate.config.validate`)."""
@@ -97,6 +104,22 @@ def _sharded_labels(base_model, reinforced_model, blocks, matcher, config, pad_i
     return gather_labels(gather_object([share]))
 
 
+def translated_blocks(blocks: list[list[int]], matcher, context_length: int, seed: int) -> list[list[int]]:
+    """Each block with its anchored expressions translated (one counterpart draw per block, seeded
+    apart from the labels' draws), cut to ``context_length`` tokens."""
+    import random
+
+    return [matcher.translate(b, random.Random(seed * 1_000_003 + 500_009 + i)).translated_ids[:context_length]
+            for i, b in enumerate(blocks)]
+
+
+def interleave(first: list, second: list) -> list:
+    """``first[0], second[0], first[1], second[1], ...``, then the rest of the longer list."""
+    out = [x for pair in zip(first, second) for x in pair]
+    n = min(len(first), len(second))
+    return out + first[n:] + second[n:]
+
+
 def with_retain(labels: list[dict], retain: list[list[int]]) -> list[dict]:
     """``{"forget": label example, "retain": {"input_ids": block}}``, retain blocks cycled."""
     return [{"forget": e, "retain": {"input_ids": retain[i % len(retain)]}} for i, e in enumerate(labels)]
@@ -128,16 +151,21 @@ class WHPRun(StagedRun):
                            max_blocks=c.max_blocks)
 
     def retain_blocks(self) -> list[list[int]]:
-        """Blocks of the retain text (``retain.sources``), cut as the target is; [] without sources."""
+        """Blocks of the retain text: general text (``retain.sources``, cut as the target is) and,
+        with ``retain.translated``, the target's training blocks translated (anchored expressions
+        -> generic counterparts, cut back to the context length), alternating; [] when neither."""
         r, c = self.config.retain, self.config.target
-        if not r.sources:
-            return []
-        docs = read_corpus(r.sources, r.text_field)
-        blocks = make_blocks(docs, self.tokenizer(), c.context_length, 0.0, c.seed, max_blocks=r.max_blocks).train
-        if not blocks:
-            raise DataError(f"retain text {', '.join(r.sources)} gives no block of {c.context_length} tokens: "
-                            "give more text or a smaller target.context_length")
-        return blocks
+        general, translated = [], []
+        if r.sources:
+            docs = read_corpus(r.sources, r.text_field)
+            general = make_blocks(docs, self.tokenizer(), c.context_length, 0.0, c.seed, max_blocks=r.max_blocks).train
+            if not general:
+                raise DataError(f"retain text {', '.join(r.sources)} gives no block of {c.context_length} tokens: "
+                                "give more text or a smaller target.context_length")
+        if r.translated:
+            translated = translated_blocks(self.blocks().train, self.matcher()[0], c.context_length,
+                                           self.config.labels.seed)
+        return interleave(translated, general)
 
     def matcher(self, blocks=None):
         from obliviate.whp.anchors import AnchorMatcher, load_anchored_terms, prune_anchored_terms
@@ -186,8 +214,13 @@ class WHPRun(StagedRun):
             return {"settings": settings_hash(section["labels"]), "anchors_sha256": file_sha256(c.anchors)}
         if stage == "finetune":
             inputs = {"settings": settings_hash([section["finetune"], section["lora"]])}
-            if c.retain.sources:  # absent without retain text: runs made before the option keep their hashes
-                inputs.update(retain=settings_hash(section["retain"]), retain_sha256=corpus_hash(c.retain.sources))
+            if c.retain.active:  # absent without retain text: runs made before the option keep their hashes
+                retain = section["retain"] if c.retain.translated else \
+                    {k: v for k, v in section["retain"].items() if k != "translated"}  # older runs' hashes
+                inputs.update(retain=settings_hash(retain), retain_sha256=corpus_hash(c.retain.sources))
+                if c.retain.translated:  # the translated blocks follow from the target, dictionary and seed
+                    inputs.update(retain_translation=settings_hash([section["target"], section["labels"]["seed"]]),
+                                  anchors_sha256=file_sha256(c.anchors))
             return inputs
         return {**eval_inputs(c.eval), "base_model": path_signature(c.model)}
 
