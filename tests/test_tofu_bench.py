@@ -209,3 +209,34 @@ def test_bench_reuses_the_references_of_another_bench(tiny_tofu, tiny_model_dir,
         err = capsys.readouterr().err
         assert err.startswith("error: --references") and message in err and len(err.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_bench_with_undo_after_unlearning(tiny_tofu, tiny_model_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    common = ["bench", "tofu", "--preset", "cpu", "--model", str(tiny_model_dir), "--data-dir", str(tiny_tofu),
+              "--methods", "grad_diff", "--set", "finetune.epochs=1", "--set", "unlearn.max_steps=2",
+              "--set", "eval.max_new_tokens=4", "--set", "eval.limit=4"]
+    plain, undone = tmp_path / "plain", tmp_path / "undo"
+    assert main([*common, "--out", str(plain)]) == 0
+    (tmp_path / "general.txt").write_text("The farmer walked to the market with his dog and sold eggs. " * 40)
+    undo = ["--set", "undo.enabled=true", "--set", "undo.alpha=0.3", "--set", "undo.train.max_steps=2",
+            "--set", "undo.train.batch_size=4", "--set", f"undo.general=[{tmp_path / 'general.txt'}]"]
+    assert main([*common, "--out", str(undone), "--references", str(plain), *undo]) == 0
+    run = undone / "unlearn" / "grad_diff"
+    stages = json.loads((run / "state.json").read_text())["stages"]
+    assert stages["train"]["complete"] and stages["undo"]["complete"] and stages["undo"]["steps"] == 2
+    teacher = load_file(str(run / "teacher" / "model.safetensors"))
+    student = load_file(str(run / "model" / "model.safetensors"))
+    # the bench scores the distilled student, not the unlearned teacher
+    assert any(not torch.equal(teacher[k], student[k]) for k in teacher)
+    same = load_file(str(plain / "unlearn" / "grad_diff" / "model" / "model.safetensors"))
+    assert all(torch.equal(teacher[k], same[k]) for k in teacher)  # the same unlearning before UNDO
+    rows = {r["model"]: r for r in json.loads((undone / "results.json").read_text())["rows"]}
+    assert 0 <= rows["grad_diff"]["forget_quality"] <= 1
+    capsys.readouterr()
+    # UNDO follows the unlearning methods only
+    assert main([*common, "--out", str(tmp_path / "w"), "--methods", "whp", *undo]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: undo.enabled follows the unlearning methods, not whp") and not (tmp_path / "w").exists()

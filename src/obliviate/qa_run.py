@@ -1,6 +1,8 @@
 """Training on question/answer pairs, the loss on answer tokens only: fine-tuning or unlearning.
 
-One run kind, ``qa``, over a run folder with one stage (``train``) that writes ``model/``:
+One run kind, ``qa``, over a run folder with one stage (``train``) that writes ``model/`` (with
+``undo.enabled``, a second, ``undo``: the trained model goes to ``teacher/`` and UNDO's distilled
+student to ``model/``, as in :mod:`obliviate.unlearn`):
 
 - ``method = "finetune"``: learn the pairs of ``learn`` (TOFU's target and gold retain models);
 - an unlearning method (``obliviate.methods.UNLEARNING_METHODS``): forget the pairs of ``forget``,
@@ -17,10 +19,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from obliviate.config import to_dict
+from obliviate.config import ADDED_SETTING, to_dict
 from obliviate.errors import ConfigError, DataError
 from obliviate.hashing import path_signature, settings_hash
 from obliviate.lora import LoraSettings, apply_lora, save_model
+from obliviate.methods.undo import UndoConfig
 from obliviate.pipeline import StagedRun
 from obliviate.runs import without_reporting_settings
 from obliviate.train import TrainConfig, train
@@ -44,6 +47,8 @@ class QARunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     trust_remote_code: bool = False  # allow custom model code (only if you trust the source)
     seed: int = 0  # seeds the set-up (LoRA initialisation); data order is train.seed
+    # UNDO after unlearning (undo.enabled=true), distilling on the retain pairs and undo.general text
+    undo: UndoConfig = field(default_factory=UndoConfig, metadata=ADDED_SETTING)
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Range rules (see :func:`obliviate.config.validate`)."""
@@ -116,23 +121,45 @@ class QARun(StagedRun):
                 raise ConfigError(f"method '{config.method}' needs retain question/answer files: set retain")
         else:
             raise ConfigError(f"unknown method '{config.method}': use finetune or one of {', '.join(UNLEARNING_METHODS)}")
+        if config.undo.enabled:
+            from obliviate.sharpness import check_sam_launch
+
+            if self.method is None:
+                raise ConfigError("undo.enabled follows unlearning: method 'finetune' unlearns nothing")
+            if not (config.retain or config.undo.general):
+                raise ConfigError("undo.enabled needs text to distil on: set retain or undo.general "
+                                  "(never the forget pairs)")
+            check_sam_launch("undo.train.sam_rho", config.undo.train.sam_rho)
+            self.STAGES, self.DISTRIBUTED, self.CHECKPOINTED = ("train", "undo"), ("train", "undo"), ("train", "undo")
         super().__init__(config, out, overwrite)
 
     def prepare(self) -> dict:
-        """Read and tokenize every QA file before any work."""
+        """Read and tokenize every QA file (and UNDO's general text) before any work."""
         c, tok = self.config, self.tokenizer()
-        return {"learn": _load(c.learn, tok, c, "learn"), "forget": _load(c.forget, tok, c, "forget"),
-                "retain": _load(c.retain, tok, c, "retain") if self.uses_retain else []}
+        data = {"learn": _load(c.learn, tok, c, "learn"), "forget": _load(c.forget, tok, c, "forget"),
+                "retain": _load(c.retain, tok, c, "retain") if self.uses_retain or c.undo.enabled else []}
+        if c.undo.enabled and c.undo.general:  # cut into blocks of max_length tokens, a tenth held out
+            from obliviate.corpus import make_blocks, read_corpus
+
+            data["general"] = make_blocks(read_corpus(c.undo.general), tok, c.max_length, 0.1, c.seed)
+        return data
 
     def describe(self, data) -> dict:
-        return {"method": self.config.method, **{f"{k}_pairs": len(v) for k, v in data.items()}}
+        return {"method": self.config.method, **{f"{k}_pairs": len(v) for k, v in data.items() if k != "general"}}
 
     def stage_inputs(self, stage: str, data) -> dict:
         from obliviate.hashing import file_sha256
 
+        from obliviate.corpus import corpus_hash
+
         section = without_reporting_settings(to_dict(self.config))
         files = {f"{part}:{path}": file_sha256(path) for part in ("learn", "forget", "retain")
                  for path in getattr(self.config, part)}
+        if stage == "undo":
+            return {"settings": settings_hash(section["undo"]), "data_sha256": settings_hash(files),
+                    "general_sha256": corpus_hash(self.config.undo.general) if self.config.undo.general else ""}
+        if self.config.undo.enabled:  # the trained model goes to teacher/; UNDO's own settings are its stage's
+            section["undo"] = {"enabled": True}
         return {"settings": settings_hash(section), "base_model": path_signature(self.config.model),
                 "data_sha256": settings_hash(files)}
 
@@ -171,8 +198,31 @@ class QARun(StagedRun):
                 examples = method.attach_reference(model, examples, pad)
         result = train(model, method, examples, c.train, pad_id=pad, log=self.folder.log,
                        checkpoint_dir=self.checkpoint_dir("train"), desc=c.method, tracker_dir=self.tracker_dir)
-        self.folder.save_model("model", lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,
-                                                               state_dict=result.full_state))
-        return {"output": "model", "steps": result.steps, "tokens": result.tokens,
+        output = "teacher" if c.undo.enabled else "model"  # with UNDO, model/ is the distilled student
+        self.folder.save_model(output, lambda tmp: save_model(model, loaded.tokenizer, tmp, c.lora,
+                                                              state_dict=result.full_state))
+        return {"output": output, "steps": result.steps, "tokens": result.tokens,
                 "tokens_per_s": round(result.tokens_per_s, 1), "resumed_seconds": result.resumed_seconds,
                 "method_resolved": getattr(method, "settings_used", {})}
+
+    def _stage_undo(self, data) -> dict:
+        """UNDO on the trained model (``teacher/``): distil it into a damaged copy on the retain pairs (whole
+        texts, question and answer; every tenth kept aside to measure the distillation) and ``undo.general``;
+        the student is ``model/``."""
+        from obliviate.lora import is_adapter_dir, load_with_adapter
+        from obliviate.models import load_model
+        from obliviate.runs import training_device
+        from obliviate.unlearn import run_undo
+
+        self.require("train")
+        c, path = self.config, self.folder.stage_path("teacher")
+        if is_adapter_dir(path):
+            teacher = load_with_adapter(c.model, path, device=training_device(), trust_remote_code=c.trust_remote_code)
+        else:
+            teacher = load_model(str(path), device=training_device(), trust_remote_code=c.trust_remote_code)
+        pairs = [list(e["input_ids"]) for e in data["retain"]]
+        kept = len(pairs) // 10  # every tenth pair measures the distillation (before / after NLL), not trained on
+        general = data.get("general")
+        text = [p for i, p in enumerate(pairs) if not kept or i % 10] + (general.train if general else [])
+        heldout = [p for i, p in enumerate(pairs) if kept and not i % 10] + (general.heldout if general else [])
+        return run_undo(self, teacher, text, heldout)

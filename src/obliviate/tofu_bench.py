@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.config import from_dict, merge, to_dict
+from obliviate.config import ADDED_SETTING, from_dict, merge, to_dict
 from obliviate.errors import ConfigError, DataError
+from obliviate.methods.undo import UndoConfig
 from obliviate.train import TrainConfig
 
 __all__ = ["TofuBenchConfig", "PRESETS", "run_bench", "AUTHOR_PAIRS"]
@@ -79,6 +80,9 @@ class TofuBenchConfig:
     unlearn: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, learning_rate=1e-5, batch_size=4, grad_accum=8, warmup_ratio=0.1, weight_decay=0.01))
     method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # {method: {setting: value}}
+    # UNDO after every unlearning method (undo.enabled=true; its distillation text: the retain pairs and
+    # undo.general); not for whp
+    undo: UndoConfig = field(default_factory=UndoConfig, metadata=ADDED_SETTING)
     whp: TofuWHPSettings = field(default_factory=TofuWHPSettings)
     eval: TofuEvalSettings = field(default_factory=TofuEvalSettings)
     trust_remote_code: bool = False
@@ -130,6 +134,9 @@ def make_config(preset: str = "gpu", overrides: dict | None = None) -> TofuBench
     if unknown:
         raise ConfigError(f"unknown method '{unknown[0]}': choose among {', '.join(all_methods())}")
     check_method_settings(config)
+    if config.undo.enabled and "whp" in (config.methods or all_methods()):
+        raise ConfigError("undo.enabled follows the unlearning methods, not whp: name the methods with --methods "
+                          "(without whp)")
     return config
 
 
@@ -322,13 +329,14 @@ def unlearn(config: TofuBenchConfig, out: Path, method: str, target: Path, files
         return _whp(config, out, target, files, sets)
     from obliviate.methods import UNLEARNING_METHODS
 
-    retain = [files["retain"]] if UNLEARNING_METHODS[method] != "unused" else []
+    retain = [files["retain"]] if UNLEARNING_METHODS[method] != "unused" or config.undo.enabled else []
+    undo = {"undo": to_dict(config.undo)} if config.undo.enabled else {}
     settings = dict(config.method_settings.get(method, {}))
     if method == "probe_direction" and config.data_dir:  # its probes train on the data folder's toxicity sets
         settings.setdefault("data_dir", config.data_dir)
     return _qa_run(out / "unlearn" / method, model=str(target), method=method,
                    method_settings=settings, forget=[files["forget"]], retain=retain,
-                   train=to_dict(config.unlearn), trust_remote_code=config.trust_remote_code)
+                   train=to_dict(config.unlearn), trust_remote_code=config.trust_remote_code, **undo)
 
 
 def _whp(config: TofuBenchConfig, out: Path, target: Path, files: dict, sets: dict) -> Path:
@@ -485,7 +493,7 @@ def run_bench(config: TofuBenchConfig, out, command: str = "obliviate bench tofu
         _say(f"[unlearn] {method}")
         models[method] = unlearn(config, out, method, models["target"], files, sets)
         seconds[method] = (_seconds(out / "whp_reinforced", ("train",)) + _seconds(out / "whp", (
-            "reinforce", "labels", "finetune"))) if method == "whp" else _seconds(out / "unlearn" / method, ("train",))
+            "reinforce", "labels", "finetune"))) if method == "whp" else _seconds(out / "unlearn" / method, ("train", "undo"))
     evaluations = {name: evaluate(config, out, name, path, sets["eval"]) for name, path in models.items()}
     rows = summarise(evaluations, seconds)
     markdown = results_markdown(rows, config, command)

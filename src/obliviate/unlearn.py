@@ -88,6 +88,40 @@ def prepare_unlearning(model, tokenizer, method, lora: LoraSettings):
     return model
 
 
+def run_undo(run: StagedRun, teacher, text: list[list[int]], heldout: list[list[int]]) -> dict:
+    """The UNDO stage of ``run`` (its ``config.undo``): a damaged copy of ``teacher`` (a loaded model, the
+    unlearned one) learns the teacher's next-token distributions on ``text`` and is saved whole as the
+    run's ``model/``; returns the stage record.
+
+    The student trains all its weights, with or without LoRA in the unlearning: adapters cannot repair
+    noise spread over every weight.
+    """
+    import copy
+
+    from obliviate.methods.undo import UndoDistill, damage
+
+    undo = run.config.undo
+    pad = teacher.tokenizer.pad_token_id
+    student = copy.deepcopy(teacher.model)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    damage(student, undo)
+    method = UndoDistill(undo)
+    method.reference = teacher.model  # frozen and placed by the training loop
+    student.train()
+    before = mean_nll(student, heldout, pad, undo.train.batch_size)
+    result = train(student, method, [{"input_ids": b} for b in text], undo.train,
+                   heldout_examples=[{"input_ids": b} for b in heldout] or None, pad_id=pad, log=run.folder.log,
+                   checkpoint_dir=run.checkpoint_dir("undo"), desc="undo", tracker_dir=run.tracker_dir)
+    after = mean_nll(student, heldout, pad, undo.train.batch_size)
+    run.folder.save_model("model", lambda tmp: save_model(student, teacher.tokenizer, tmp, LoraSettings(),
+                                                          state_dict=result.full_state))
+    return {"output": "model", "saved": "full", "steps": result.steps, "tokens": result.tokens,
+            "tokens_per_s": round(result.tokens_per_s, 1), "distill_heldout_kl": result.heldout_loss,
+            "distill_text_heldout_nll": {"damaged": before, "distilled": after},
+            "resumed_seconds": result.resumed_seconds}
+
+
 def mean_nll(model, blocks: list[list[int]], pad_id: int, batch_size: int = 8) -> float | None:
     """Token-weighted mean next-token NLL of ``blocks`` (None for no block)."""
     import torch
@@ -238,42 +272,16 @@ class UnlearnRun(StagedRun):
                 **nll}
 
     def _stage_undo(self, blocks) -> dict:
-        """UNDO: damage a copy of the unlearned model (``teacher/``) and distil the teacher into it (``model/``).
-
-        The student trains all its weights, with or without ``lora``: adapters cannot repair noise spread over
-        every weight. It is saved whole.
-        """
-        import copy
-
-        from obliviate.methods.undo import UndoDistill, damage
+        """UNDO: damage a copy of the unlearned model (``teacher/``) and distil the teacher into it (``model/``)."""
         from obliviate.runs import training_device
 
         self.require("unlearn")
-        c = self.config
         teacher = self.unlearned_loader("teacher", device=training_device())()
-        pad = teacher.tokenizer.pad_token_id
         text = [*(blocks["retain"].train if blocks["retain"] else []),
                 *(blocks["general"].train if blocks.get("general") else [])]
         heldout = [*(blocks["retain"].heldout if blocks["retain"] else []),
                    *(blocks["general"].heldout if blocks.get("general") else [])]
-        student = copy.deepcopy(teacher.model)
-        for p in student.parameters():
-            p.requires_grad_(True)
-        damage(student, c.undo)
-        method = UndoDistill(c.undo)
-        method.reference = teacher.model  # frozen and placed by the training loop
-        student.train()
-        before = mean_nll(student, heldout, pad, c.undo.train.batch_size)
-        result = train(student, method, [{"input_ids": b} for b in text], c.undo.train,
-                       heldout_examples=[{"input_ids": b} for b in heldout] or None, pad_id=pad, log=self.folder.log,
-                       checkpoint_dir=self.checkpoint_dir("undo"), desc="undo", tracker_dir=self.tracker_dir)
-        after = mean_nll(student, heldout, pad, c.undo.train.batch_size)
-        self.folder.save_model("model", lambda tmp: save_model(student, teacher.tokenizer, tmp, LoraSettings(),
-                                                               state_dict=result.full_state))
-        return {"output": "model", "saved": "full", "steps": result.steps, "tokens": result.tokens,
-                "tokens_per_s": round(result.tokens_per_s, 1), "distill_heldout_kl": result.heldout_loss,
-                "distill_text_heldout_nll": {"damaged": before, "distilled": after},
-                "resumed_seconds": result.resumed_seconds}
+        return run_undo(self, teacher, text, heldout)
 
     def unlearned_loader(self, output: str = "model", device: str | None = None) -> Callable:
         from obliviate.models import load_model
