@@ -26,9 +26,9 @@ from obliviate.lora import LoraSettings, apply_lora, save_model
 from obliviate.methods.undo import UndoConfig
 from obliviate.pipeline import StagedRun
 from obliviate.runs import without_reporting_settings
-from obliviate.train import TrainConfig, train
+from obliviate.train import TrainConfig, pair_with_retain, train
 
-__all__ = ["QARunConfig", "QARun", "qa_example", "pair_qa"]
+__all__ = ["QARunConfig", "QARun", "qa_example"]
 
 
 @dataclass
@@ -73,13 +73,6 @@ def qa_example(tokenizer, question: str, answer: str, template: str, max_length:
     labels = ([IGNORE_INDEX] * (len(prompt_ids) - 1) + answer_ids + [IGNORE_INDEX])[:len(ids)]
     labels[-1] = IGNORE_INDEX  # the last position predicts nothing inside the text
     return {"input_ids": ids, "labels": labels}
-
-
-def pair_qa(forget: list[dict], retain: list[dict] | None) -> list[dict]:
-    """One example per forget pair; retain pairs are cycled: ``retain[i % len(retain)]``."""
-    if not retain:
-        return [{"forget": f} for f in forget]
-    return [{"forget": f, "retain": retain[i % len(retain)]} for i, f in enumerate(forget)]
 
 
 def _load(files: list[str], tokenizer, config: QARunConfig, what: str) -> list[dict]:
@@ -193,7 +186,7 @@ class QARun(StagedRun):
         else:
             method = self.method
             model = prepare_unlearning(loaded.model, loaded.tokenizer, method, c.lora)
-            examples = pair_qa(data["forget"], data["retain"] if self.uses_retain else None)
+            examples = pair_with_retain(data["forget"], data["retain"] if self.uses_retain else None)
             if hasattr(method, "attach_reference"):  # NPO's precomputed reference log-probs (before training)
                 examples = method.attach_reference(model, examples, pad)
         result = train(model, method, examples, c.train, pad_id=pad, log=self.folder.log,

@@ -103,6 +103,14 @@ def check_trackers(names) -> None:
                               f"`pip install {module.replace('_', '-')}`, or leave '{name}' out of --report-to")
 
 
+def pair_with_retain(forget: list[dict], retain: list[dict] | None) -> list[dict]:
+    """Examples ``{"forget": f}`` or, with retain examples, ``{"forget": f, "retain": r}``: one per forget
+    example, the retain examples cycled (``retain[i % len(retain)]``)."""
+    if not retain:
+        return [{"forget": f} for f in forget]
+    return [{"forget": f, "retain": retain[i % len(retain)]} for i, f in enumerate(forget)]
+
+
 def pad_collate(examples: list[dict], pad_id: int) -> dict:
     """Right-pad ``input_ids`` (and any other per-token fields) into a batch.
 

@@ -31,7 +31,7 @@ from obliviate.pipeline import StagedRun, check_context_length, eval_inputs
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import without_reporting_settings
 from obliviate.hashing import path_signature, settings_hash
-from obliviate.train import TrainConfig, train
+from obliviate.train import TrainConfig, pair_with_retain, train
 from obliviate.corpus import CorpusConfig
 
 STAGES = ("unlearn", "eval")
@@ -69,10 +69,7 @@ def _device() -> str:
 
 def pair_examples(forget: list[list[int]], retain: list[list[int]] | None) -> list[dict]:
     """One example per forget block; retain blocks are cycled: ``retain[i % len(retain)]``."""
-    if not retain:
-        return [{"forget": {"input_ids": f}} for f in forget]
-    return [{"forget": {"input_ids": f}, "retain": {"input_ids": retain[i % len(retain)]}}
-            for i, f in enumerate(forget)]
+    return pair_with_retain([{"input_ids": f} for f in forget], [{"input_ids": r} for r in retain or []])
 
 
 def prepare_unlearning(model, tokenizer, method, lora: LoraSettings):

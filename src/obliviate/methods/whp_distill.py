@@ -30,7 +30,7 @@ class WHPDistillConfig:
 class WHPDistill:
     """Cross-entropy on generic labels ``argmax(v_base - alpha * relu(v_reinforced - v_base))`` (or KL to
     their top-k) at the mapped positions; the labels are set by the WHP pipeline's ``labels.*``. With
-    ``alpha > 0`` (the pipeline's ``retain.weight``, given ``--retain`` text) a batch is
+    ``alpha > 0`` (the pipeline's ``retain.weight``, given ``--retain`` text or ``--retain-translated``) a batch is
     ``{"forget": labels, "retain": text}`` and the loss adds ``alpha * KL(baseline || model)`` on the retain tokens.
     """
 
@@ -51,6 +51,7 @@ class WHPDistill:
         """Keep a frozen copy of the baseline when a retain term is on (before any adapter is added)."""
         if self.config.alpha > 0:
             self.reference = frozen_copy(model)
+            self.frozen_reference = True  # this instance keeps one
 
     @staticmethod
     def distill_term(model, labels: dict):

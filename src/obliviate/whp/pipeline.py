@@ -23,7 +23,7 @@ from obliviate.pipeline import StagedRun, check_context_length, eval_inputs
 from obliviate.hashing import file_sha256, path_signature, settings_hash
 from obliviate.reporting.model_card import CardSettings
 from obliviate.runs import atomic_write_json, without_reporting_settings
-from obliviate.train import TrainConfig, train
+from obliviate.train import TrainConfig, pair_with_retain, train
 from obliviate.whp.labels import LabelConfig, gather_labels, generate_generic_labels, load_labels, save_labels
 
 STAGES = ("reinforce", "labels", "finetune", "eval")
@@ -118,11 +118,6 @@ def interleave(first: list, second: list) -> list:
     out = [x for pair in zip(first, second) for x in pair]
     n = min(len(first), len(second))
     return out + first[n:] + second[n:]
-
-
-def with_retain(labels: list[dict], retain: list[list[int]]) -> list[dict]:
-    """``{"forget": label example, "retain": {"input_ids": block}}``, retain blocks cycled."""
-    return [{"forget": e, "retain": {"input_ids": retain[i % len(retain)]}} for i, e in enumerate(labels)]
 
 
 class WHPRun(StagedRun):
@@ -304,8 +299,9 @@ class WHPRun(StagedRun):
         method = WHPDistill(WHPDistillConfig(alpha=self.config.retain.weight if retain else 0.0))
         if retain:  # each label block with a retain block, cycled (the held-out loss holds both terms too)
             method.prepare(loaded.model)
-            examples = with_retain(examples, retain)
-            heldout = with_retain(heldout, retain) if heldout else None
+            retain = [{"input_ids": b} for b in retain]
+            examples = pair_with_retain(examples, retain)
+            heldout = pair_with_retain(heldout, retain) if heldout else None
         lora = self.config.lora
         model = apply_lora(loaded.model, lora) if lora.enabled else loaded.model
         result = train(model, method, examples, self.config.finetune, heldout_examples=heldout,
