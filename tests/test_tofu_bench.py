@@ -240,3 +240,17 @@ def test_bench_with_undo_after_unlearning(tiny_tofu, tiny_model_dir, tmp_path, c
     assert main([*common, "--out", str(tmp_path / "w"), "--methods", "whp", *undo]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: undo.enabled follows the unlearning methods, not whp") and not (tmp_path / "w").exists()
+
+
+def test_a_limited_suite_scores_the_items_the_bench_scores(tiny_tofu, tmp_path):
+    """`obliviate attack --suite` on a bench's runs must read the bench's evaluation items: with a limit,
+    items spread over every retain author, not the first authors only."""
+    from obliviate.tofu import load_sets
+    from obliviate.tofu_bench import build_sets, make_config
+
+    config = make_config("cpu", {"data_dir": str(tiny_tofu), "retain_authors": 2, "eval": {"limit": 6}})
+    bench = build_sets(config, tmp_path / "bench")["eval"]
+    suite = load_sets(tiny_tofu / "tofu", "forget01", retain_authors=[0, 1], limit=6)
+    for name in ("retain", "real_authors", "world_facts", "holdout"):
+        assert [qa.question for qa in suite[name]] == [qa.question for qa in bench[name]], name
+    assert {qa.author for qa in suite["retain"]} == {0, 1}

@@ -196,7 +196,7 @@ def load_sets(folder, split: str = "forget01", retain_authors: list[int] | None 
         folder: the TOFU folder.
         split: one of :data:`SPLITS`.
         retain_authors: keep only the retain items of these authors (None: all); needs ``full.json``.
-        limit: keep the first ``limit`` items of each set (None: all).
+        limit: keep ``limit`` items of each set, spread over it (:func:`spread`; None: all).
 
     Raises:
         ConfigError: unknown split, or ``limit`` below 1.
@@ -230,5 +230,14 @@ def load_sets(folder, split: str = "forget01", retain_authors: list[int] | None 
             raise DataError(f"no retain_perturbed question belongs to authors {sorted(wanted)}; "
                             "retain_perturbed.json covers authors 0-19")
     if limit is not None:
-        sets = {name: items[:limit] for name, items in sets.items()}
+        sets = {name: spread(items, limit) for name, items in sets.items()}
     return sets
+
+
+def spread(items: list, limit: int | None) -> list:
+    """At most ``limit`` of ``items``, taken at even steps through the list (every author of a set
+    ordered by author stays represented); all of them when ``limit`` is None or not below their number."""
+    if limit is None or len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]

@@ -269,7 +269,7 @@ def build_sets(config: TofuBenchConfig, out: Path) -> dict:
         ``{"train": {"target", "gold", "forget", "retain"}: paths, "eval": {set name: [TofuQA]},
         "retain_authors": [...]}``.
     """
-    from obliviate.tofu import load_sets
+    from obliviate.tofu import load_sets, spread
 
     folder = _tofu_dir(config)
     forget, _, retain_authors = _split_pairs(config)
@@ -279,12 +279,6 @@ def build_sets(config: TofuBenchConfig, out: Path) -> dict:
         _write_jsonl(files[name], rows)
     _write_jsonl(data / "forget_text.jsonl",
                  [{"text": f"Question: {qa.question}\nAnswer: {qa.answer}"} for qa in forget])
-
-    def spread(items: list, limit: int | None) -> list:  # every k-th item: all authors stay represented
-        if limit is None or len(items) <= limit:
-            return items
-        step = len(items) / limit
-        return [items[int(i * step)] for i in range(limit)]
 
     limit = config.eval.limit
     sets = {name: spread(items, limit) if name != "forget" else items
