@@ -141,9 +141,8 @@ class QARun(StagedRun):
         return {"method": self.config.method, **{f"{k}_pairs": len(v) for k, v in data.items() if k != "general"}}
 
     def stage_inputs(self, stage: str, data) -> dict:
-        from obliviate.hashing import file_sha256
-
         from obliviate.corpus import corpus_hash
+        from obliviate.hashing import file_sha256
 
         section = without_reporting_settings(to_dict(self.config))
         files = {f"{part}:{path}": file_sha256(path) for part in ("learn", "forget", "retain")
