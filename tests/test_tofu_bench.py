@@ -90,7 +90,13 @@ def test_qa_run_refuses_bad_settings_before_work(tmp_path, tiny_model_dir):
               tmp_path / "b")
     with pytest.raises(ConfigError, match="unknown method"):
         QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir), "method": "nope", "forget": ["x"]}), tmp_path / "c")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="undo.enabled follows unlearning"):
+        QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir), "learn": ["x"], "undo": {"enabled": True}}),
+              tmp_path / "d")
+    with pytest.raises(ConfigError, match="undo.enabled needs text to distil on"):
+        QARun(from_dict(QARunConfig, {"model": str(tiny_model_dir), "method": "gradient_ascent", "forget": ["x"],
+                                      "undo": {"enabled": True}}), tmp_path / "e")
+    assert not any((tmp_path / n).exists() for n in "abde")
 
 
 def test_cpu_preset_subset_is_the_same_for_target_and_gold(tiny_tofu, tmp_path):
